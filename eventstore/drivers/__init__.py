@@ -1,0 +1,58 @@
+"""Storage drivers, found by name. A user registers their own with ``register``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eventstore.drivers.base import Driver, FsInfo
+
+_registry: dict[str, str | type[Driver]] = {
+    "overlay": "eventstore.drivers.overlay:OverlayDriver",
+    "vfs": "eventstore.drivers.vfs:VfsDriver",
+}
+
+
+def register(name: str, driver: type[Driver] | str) -> None:
+    """Make ``driver`` (a class, or "module:Class") available under ``name``."""
+    _registry[name] = driver
+
+
+def names() -> list[str]:
+    return sorted(_registry)
+
+
+def driver_class(name: str) -> type[Driver]:
+    from eventstore.errors import InvalidArgument
+
+    try:
+        entry = _registry[name]
+    except KeyError:
+        raise InvalidArgument(f"unknown driver {name!r} (known: {', '.join(names())})") from None
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+        _registry[name] = entry
+    return entry
+
+
+def open_driver(name: str, root: Path) -> Driver:
+    """The driver ``name`` with its home under the store root."""
+    from eventstore.errors import DriverError
+
+    cls = driver_class(name)
+    home = Path(root) / name
+    reason = cls.supported(home)
+    if reason:
+        raise DriverError(f"driver {name} cannot run here: {reason}")
+    return cls(home)
+
+
+def default_driver(root: Path) -> str:
+    """overlay where it can mount, else vfs (DESIGN §8)."""
+    cls = driver_class("overlay")
+    return "overlay" if cls.supported(Path(root) / "overlay") is None else "vfs"
+
+
+__all__ = ["Driver", "FsInfo", "register", "names", "driver_class", "open_driver", "default_driver"]

@@ -1,0 +1,97 @@
+"""The storage driver interface (DESIGN §6).
+
+A driver owns the bytes of layers under its ``home`` directory and knows nothing of the
+log: the store decides *what* happens (and records it first), the driver does it. Every
+method is idempotent where recovery may call it twice: ``remove`` of a missing layer and
+``unmount`` of an unmounted one succeed quietly.
+
+Mount *counts* are the store's business (they live in the log); the driver only mounts
+for real, unmounts for real, and tells whether the kernel has a layer mounted.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import msgspec
+
+
+class FsInfo(msgspec.Struct, frozen=True):
+    """Usage of one layer's own data (not its parents')."""
+
+    used_bytes: int
+    inodes_used: int
+    mountpoint: str
+
+
+class Driver(abc.ABC):
+    """What every storage driver does; ``tests/drivers/contract.py`` checks it."""
+
+    name: str = ""
+    #: how the driver wants tar whiteouts stored: "overlay" (0:0 char devices and
+    #: trusted.overlay.opaque) or "delete" (apply them by deleting from a full copy)
+    whiteout_format: str = "delete"
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+
+    @classmethod
+    def supported(cls, home: Path) -> str | None:
+        """None when the driver can run here, else the reason it cannot."""
+        return None
+
+    @abc.abstractmethod
+    def create(self, layer_id: str, parent_id: str | None, writable: bool) -> None:
+        """Make the layer's directories (a vfs child starts as a copy of its parent)."""
+
+    @abc.abstractmethod
+    def remove(self, layer_id: str) -> None:
+        """Unmount if needed and delete every byte of the layer; missing is fine."""
+
+    @abc.abstractmethod
+    def exists(self, layer_id: str) -> bool:
+        """True when the driver has data for the layer."""
+
+    @abc.abstractmethod
+    def layers(self) -> set[str]:
+        """Every layer id the driver has data for (recovery finds orphans with it)."""
+
+    @abc.abstractmethod
+    def mount(self, layer_id: str, mount_label: str = "") -> Path:
+        """Mount the layer for real and return the path; mounted already is fine."""
+
+    @abc.abstractmethod
+    def unmount(self, layer_id: str) -> None:
+        """Unmount for real (retrying a busy mount briefly); not mounted is fine."""
+
+    @abc.abstractmethod
+    def is_mounted(self, layer_id: str) -> bool:
+        """True when the kernel has the layer mounted now (drivers without real
+        mounts answer from their own records)."""
+
+    @abc.abstractmethod
+    def mount_path(self, layer_id: str) -> Path:
+        """Where ``mount`` puts the layer's merged view."""
+
+    @abc.abstractmethod
+    def diff_path(self, layer_id: str) -> Path:
+        """The directory a tar diff is extracted into (the layer's own files)."""
+
+    @abc.abstractmethod
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        """The driver's view of the layer (overlay: LowerDir, UpperDir, WorkDir, MergedDir)."""
+
+    @abc.abstractmethod
+    def fs_info(self, layer_id: str) -> FsInfo:
+        """Bytes and inodes of the layer's own data."""
+
+    def status(self) -> dict[str, str]:
+        """Facts about the driver for ``layerstore info``."""
+        return {"driver": self.name, "home": str(self.home)}
+
+    def sync(self, layer_id: str) -> None:
+        """Make the layer's data durable (called before the completion event)."""
+        from eventstore.fsutil import sync_tree
+
+        sync_tree(self.diff_path(layer_id))

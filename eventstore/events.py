@@ -1,0 +1,216 @@
+"""The events of the layer store: a msgspec tagged union, the log's payload.
+
+Compatibility rule: an event type is never renamed and a field is never removed or
+retyped; a new field always has a default, so every record ever written still decodes
+(``tests/test_events.py`` keeps an old record to prove it). ``SCHEMA_VERSION`` counts
+those additions; the log header records the version a segment was written with.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who caused an event: a process, its user, its program."""
+
+    pid: int
+    uid: int
+    program: str = ""
+
+
+class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who holds a layer: a live process (pid + start time + boot), or a named lease."""
+
+    pid: int = 0
+    start: int = 0
+    boot: str = ""
+    lease: str = ""
+
+    @property
+    def is_lease(self) -> bool:
+        return bool(self.lease)
+
+    def describe(self) -> str:
+        return f"lease {self.lease}" if self.lease else f"pid {self.pid}"
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    """Base of every event: when, and by whom."""
+
+    time: int = 0  # UTC, nanoseconds since the epoch
+    actor: Actor | None = None
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__struct_config__.tag
+
+
+# --- layer lifecycle ---------------------------------------------------------------
+
+class LayerCreated(Event, tag="layer-created"):
+    """Intent: the layer exists, incomplete, owned by ``owner`` until completed."""
+
+    layer: str
+    parent: str | None = None
+    names: list[str] = []
+    writable: bool = False
+    driver: str = ""
+    owner: Holder | None = None
+    mount_label: str = ""
+
+
+class LayerCompleted(Event, tag="layer-completed"):
+    """The driver work (and any content) is durable: the layer is usable."""
+
+    layer: str
+    compressed_digest: str = ""
+    compressed_size: int = -1
+    diff_digest: str = ""
+    diff_size: int = -1
+    compression: str = ""
+    has_tarsplit: bool = False
+
+
+class LayerMarkedIncomplete(Event, tag="layer-marked-incomplete"):
+    """A delete (or a failed create) began: the layer is unusable from here on."""
+
+    layer: str
+    reason: str = ""
+
+
+class LayerDeleted(Event, tag="layer-deleted"):
+    """The layer and all its data are gone."""
+
+    layer: str
+
+
+class NamesChanged(Event, tag="names-changed"):
+    """The layer's names are now exactly ``names``."""
+
+    layer: str
+    names: list[str] = []
+
+
+# --- holds and mounts ----------------------------------------------------------------
+
+class HoldAdded(Event, tag="hold-added"):
+    layer: str
+    holder: Holder
+
+
+class HoldReleased(Event, tag="hold-released"):
+    layer: str
+    holder: Holder
+
+
+class LayerMounted(Event, tag="layer-mounted"):
+    """Mount count +1; the first mount of a boot carries the path the kernel has."""
+
+    layer: str
+    mount_point: str = ""
+    boot: str = ""
+
+
+class LayerUnmounted(Event, tag="layer-unmounted"):
+    """Mount count -1, or to zero when ``force``."""
+
+    layer: str
+    force: bool = False
+
+
+class MountsReconciled(Event, tag="mounts-reconciled"):
+    """The mount count was set to ``count`` to agree with the kernel."""
+
+    layer: str
+    count: int = 0
+    reason: str = ""
+
+
+# --- recovery --------------------------------------------------------------------------
+
+class RecoveryStarted(Event, tag="recovery-started"):
+    boot: str = ""
+
+
+class RecoveryFinished(Event, tag="recovery-finished"):
+    actions: int = 0
+
+
+class LayerQuarantined(Event, tag="layer-quarantined"):
+    layer: str
+    reason: str = ""
+
+
+class ContentRejected(Event, tag="content-rejected"):
+    """An import was refused; kept for the audit trail (the layer is removed)."""
+
+    layer: str
+    reason: str = ""
+
+
+AnyEvent = (
+    LayerCreated
+    | LayerCompleted
+    | LayerMarkedIncomplete
+    | LayerDeleted
+    | NamesChanged
+    | HoldAdded
+    | HoldReleased
+    | LayerMounted
+    | LayerUnmounted
+    | MountsReconciled
+    | RecoveryStarted
+    | RecoveryFinished
+    | LayerQuarantined
+    | ContentRejected
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    t.__struct_config__.tag: t for t in AnyEvent.__args__  # type: ignore[attr-defined]
+}
+
+_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+
+
+def encode_batch(events: list[Event]) -> bytes:
+    """The payload of one log record: the events, in order."""
+    return _encoder.encode(events)
+
+
+def decode_batch(payload: bytes) -> list[Event]:
+    """Inverse of ``encode_batch``; raises ``msgspec.DecodeError`` on bad bytes."""
+    return _batch_decoder.decode(payload)
+
+
+_actor: Actor | None = None
+
+
+def current_actor() -> Actor:
+    """This process as an Actor (cached: a process does not change its pid)."""
+    global _actor
+    if _actor is None or _actor.pid != os.getpid():
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        _actor = Actor(pid=os.getpid(), uid=os.getuid(), program=program)
+    return _actor
+
+
+def stamp(event: Event) -> Event:
+    """Fill in ``time`` and ``actor`` where the caller left them empty."""
+    if not event.time:
+        event.time = time.time_ns()
+    if event.actor is None:
+        event.actor = current_actor()
+    return event
+
+
+def to_builtins(event: Event) -> dict:
+    """A JSON-ready dict of the event, its type included."""
+    return msgspec.to_builtins(event)

@@ -1,0 +1,123 @@
+"""The on-disk format of the log: constants and the pure encode/decode of headers and
+records. docs/log-format.md is the specification; this file follows it."""
+
+from __future__ import annotations
+
+import struct
+import uuid as uuidlib
+from typing import NamedTuple
+
+import google_crc32c
+
+MAGIC = b"LAYRWAL\n"
+FORMAT_VERSION = 1
+
+# segment header: magic, format version, event schema version, reserved, store uuid,
+# segment number, first LSN, reserved, crc32c of the bytes before it.
+HEADER = struct.Struct("<8sHHI16sQQ12s")
+HEADER_SIZE = HEADER.size + 4  # 64
+
+# record header: crc32c, payload length, type, padding length, reserved, event count, LSN
+RECORD = struct.Struct("<IIBBHIQ")
+RECORD_HEADER_SIZE = RECORD.size  # 24
+ALIGN = 8
+
+TYPE_EVENTS = 1
+RECORD_TYPES = frozenset({TYPE_EVENTS})
+
+# A record larger than this is refused on write and taken as damage on read: a corrupt
+# length word must not make the reader allocate gigabytes.
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+class SegmentHeader(NamedTuple):
+    format_version: int
+    schema_version: int
+    store_uuid: uuidlib.UUID
+    number: int
+    first_lsn: int
+
+    @property
+    def salt(self) -> int:
+        """Seed of every record CRC in this segment: bytes copied from another segment
+        or another store never validate here."""
+        return crc32c(encode_header(self)[:HEADER.size])
+
+
+class RecordHeader(NamedTuple):
+    crc: int
+    length: int
+    type: int
+    padding: int
+    reserved: int
+    count: int
+    lsn: int
+
+    @property
+    def size(self) -> int:
+        return RECORD_HEADER_SIZE + self.length + self.padding
+
+
+def crc32c(data: bytes | memoryview, seed: int = 0) -> int:
+    return google_crc32c.extend(seed, bytes(data) if isinstance(data, memoryview) else data)
+
+
+def encode_header(header: SegmentHeader) -> bytes:
+    body = HEADER.pack(
+        MAGIC, header.format_version, header.schema_version, 0,
+        header.store_uuid.bytes, header.number, header.first_lsn, b"\0" * 12,
+    )
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_header(data: bytes) -> SegmentHeader | str:
+    """The header, or a string saying what is wrong with it."""
+    if len(data) < HEADER_SIZE:
+        return f"short header ({len(data)} bytes)"
+    body = data[:HEADER.size]
+    (magic, fmt, schema, _reserved, raw_uuid, number, first_lsn, _pad) = HEADER.unpack(body)
+    if magic != MAGIC:
+        return "bad magic (not a layerstore log segment)"
+    (stored_crc,) = struct.unpack_from("<I", data, HEADER.size)
+    if stored_crc != crc32c(body):
+        return "header checksum mismatch"
+    if fmt > FORMAT_VERSION:
+        return f"format version {fmt} is newer than this program's {FORMAT_VERSION}"
+    return SegmentHeader(fmt, schema, uuidlib.UUID(bytes=raw_uuid), number, first_lsn)
+
+
+def encode_record(payload: bytes, lsn: int, count: int, salt: int, type_: int = TYPE_EVENTS) -> bytes:
+    """One framed, padded record holding ``count`` events from ``lsn`` on."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    padding = -(RECORD_HEADER_SIZE + len(payload)) % ALIGN
+    head = RECORD.pack(0, len(payload), type_, padding, 0, count, lsn)
+    crc = crc32c(payload, crc32c(head[4:], salt))
+    return struct.pack("<I", crc) + head[4:] + payload + b"\0" * padding
+
+
+def check_record(buf: bytes | memoryview, pos: int, end: int, salt: int,
+                 expected_lsn: int | None) -> RecordHeader | str:
+    """The header of a valid record at ``pos``, or a string saying why it is not one.
+
+    ``expected_lsn`` None accepts any LSN (used when searching for valid records past
+    damage).
+    """
+    if end - pos < RECORD_HEADER_SIZE:
+        return "partial record header"
+    rec = RecordHeader(*RECORD.unpack_from(buf, pos))
+    if rec.type not in RECORD_TYPES or rec.reserved or rec.padding >= ALIGN or rec.count < 1:
+        return "malformed record header"
+    if rec.length > MAX_PAYLOAD or pos + rec.size > end:
+        return "record runs past the end of the segment"
+    if (RECORD_HEADER_SIZE + rec.length + rec.padding) % ALIGN:
+        return "record misaligned"
+    body_end = pos + RECORD_HEADER_SIZE + rec.length
+    crc = crc32c(buf[pos + 4:body_end], salt)
+    if crc != rec.crc:
+        return "record checksum mismatch"
+    if any(buf[body_end:body_end + rec.padding]):
+        return "non-zero record padding"
+    if expected_lsn is not None and rec.lsn != expected_lsn:
+        return f"LSN {rec.lsn} where {expected_lsn} was expected"
+    return rec
