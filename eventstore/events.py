@@ -79,10 +79,11 @@ class LayerCompleted(Event, tag="layer-completed"):
 
 
 class LayerMarkedIncomplete(Event, tag="layer-marked-incomplete"):
-    """A delete (or a failed create) began: the layer is unusable from here on."""
+    """A delete began: the layer is unusable from here on; ``owner`` finishes it."""
 
     layer: str
     reason: str = ""
+    owner: Holder | None = None
 
 
 class LayerDeleted(Event, tag="layer-deleted"):

@@ -12,9 +12,12 @@ for real, unmounts for real, and tells whether the kernel has a layer mounted.
 from __future__ import annotations
 
 import abc
+import os
 from pathlib import Path
 
 import msgspec
+
+from eventstore.errors import InvalidArgument
 
 
 class FsInfo(msgspec.Struct, frozen=True):
@@ -23,6 +26,47 @@ class FsInfo(msgspec.Struct, frozen=True):
     used_bytes: int
     inodes_used: int
     mountpoint: str
+
+
+def is_valid_layer_id(layer_id: str) -> bool:
+    """True when ``layer_id`` is safe as one path component (DESIGN §1's id rule)."""
+    return bool(layer_id) and ".." not in layer_id and "/" not in layer_id and not any(
+        ord(c) < 32 or c == "\x7f" for c in layer_id
+    )
+
+
+def checked_layer_id(layer_id: str) -> str:
+    """``layer_id`` when it is safe as one path component, else InvalidArgument.
+
+    The store validates ids too; drivers check again because they build paths from
+    the id and ``rmtree`` them: an id like ``..`` must never reach a path.
+    """
+    if not is_valid_layer_id(layer_id):
+        raise InvalidArgument(f"layer {layer_id!r}: not a valid layer id")
+    return layer_id
+
+
+def tree_usage(root: Path, mountpoint: Path) -> FsInfo:
+    """Bytes (allocated blocks) and inodes under ``root``, ``root`` included.
+
+    Every inode is counted once, so hardlinks do not double the size; symlinks are not
+    followed, and other filesystems mounted inside are not entered (not the layer's data).
+    """
+    top = os.lstat(root)
+    seen = {(top.st_dev, top.st_ino)}
+    used_bytes = top.st_blocks * 512
+    pending = [os.fspath(root)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                key = (st.st_dev, st.st_ino)
+                if key not in seen:
+                    seen.add(key)
+                    used_bytes += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False) and st.st_dev == top.st_dev:
+                    pending.append(entry.path)
+    return FsInfo(used_bytes=used_bytes, inodes_used=len(seen), mountpoint=str(mountpoint))
 
 
 class Driver(abc.ABC):

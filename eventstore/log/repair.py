@@ -11,11 +11,22 @@ from eventstore import faults
 from eventstore.fsutil import fsync_dir
 
 
+def aside_path(segment: Path, offset: int) -> Path:
+    """``<segment>.broken-<offset>``, or with ``.1``, ``.2``... appended when taken:
+    a second tear at the same offset must not overwrite the bytes kept from the first."""
+    aside = segment.with_name(f"{segment.name}.broken-{offset}")
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = segment.with_name(f"{segment.name}.broken-{offset}.{n}")
+    return aside
+
+
 def cut_torn_tail(segment: Path, offset: int) -> Path:
     """Copy ``segment``'s bytes from ``offset`` aside to ``<segment>.broken-<offset>``,
     truncate the segment there, and make both durable."""
-    aside = segment.with_name(f"{segment.name}.broken-{offset}")
-    with open(segment, "rb") as src, open(aside, "wb") as dst:
+    aside = aside_path(segment, offset)
+    with open(segment, "rb") as src, open(aside, "xb") as dst:
         src.seek(offset)
         shutil.copyfileobj(src, dst)
         dst.flush()
@@ -53,11 +64,11 @@ def repair(root: str | os.PathLike) -> list[str]:
             log_dir = segment.parent
             later = [p for n, p in list_segments(log_dir) if p.name > segment.name]
             for path in later:
-                aside = path.with_name(path.name + ".broken-0")
+                aside = aside_path(path, 0)
                 os.rename(path, aside)
                 actions.append(f"moved {path.name} aside to {aside.name}")
             if exc.offset == 0:
-                aside = segment.with_name(segment.name + ".broken-0")
+                aside = aside_path(segment, 0)
                 os.rename(segment, aside)
                 actions.append(f"moved {segment.name} aside to {aside.name} (bad header)")
             else:
@@ -75,7 +86,7 @@ def repair(root: str | os.PathLike) -> list[str]:
             aside = cut_torn_tail(segment, exc.offset) if exc.offset else None
             later = [p for n, p in list_segments(segment.parent) if p.name > segment.name]
             for path in later:
-                os.rename(path, path.with_name(path.name + ".broken-0"))
+                os.rename(path, aside_path(path, 0))
                 actions.append(f"moved {path.name} aside")
             actions.append(f"cut {segment.name} at offset {exc.offset}" + (f"; kept in {aside.name}" if aside else ""))
             continue

@@ -68,7 +68,8 @@ class VerifyReport(NamedTuple):
     torn_tail: Damage | None
 
 
-Listener = Callable[[int, list[Event]], None]
+#: called with each record another process appended, in order, as the log catches up
+Listener = Callable[[LogRecord], None]
 
 
 class EventLog:
@@ -175,7 +176,9 @@ class EventLog:
             end, next_lsn, damage = scan(path, buf, self._tail.offset, header.salt, self._tail.lsn, last, records)
             if records:
                 for raw in records:
-                    self.listener(raw.header.lsn, decode_batch(raw.payload))  # type: ignore[misc]
+                    self.listener(LogRecord(  # type: ignore[misc]
+                        raw.header.lsn, decode_batch(raw.payload),
+                        Position(number, raw.offset + raw.header.size, raw.header.lsn + raw.header.count)))
             self._tail = Position(number, end, next_lsn)
             if damage is not None:
                 self._handle_damage(damage)
@@ -254,6 +257,8 @@ class EventLog:
         if not events:
             return []
         self._check_usable()
+        if not self.writer:  # a reader holds no lock: its write could interleave with a writer's
+            raise StorageError("log opened read-only")
         if self._lock_depth and self._thread_lock._is_owned():  # type: ignore[attr-defined]
             first = self._append_group(list(events))  # inside locked(): no grouping
         else:

@@ -1,0 +1,470 @@
+"""``layerstore``: the command line (DESIGN §8), in the style of containers-storage.
+
+Exit codes: 0 success, 1 "no" (not found; ``exists`` says no), 2 usage, 3 refused by a
+rule, 4 corruption. Errors are one line on stderr. Commands import only what they need:
+a CLI call must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+
+READ_ONLY = {"layers", "layer", "exists", "refs", "by-digest", "fs-info", "metadata", "history", "diff", "state",
+             "check"}
+
+
+def default_root() -> str:
+    if os.environ.get("LAYERSTORE_ROOT"):
+        return os.environ["LAYERSTORE_ROOT"]
+    if os.geteuid() == 0:
+        return "/var/lib/layerstore"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "layerstore")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
+    p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
+    p.add_argument("--driver", default=None, help="storage driver: overlay or vfs (default: overlay where it works)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("create", help="create a layer, optionally from a tar (FILE or - for stdin)")
+    c.add_argument("--id", dest="layer_id")
+    c.add_argument("--parent")
+    c.add_argument("--name", action="append", default=[])
+    c.add_argument("--writable", action="store_true")
+    c.add_argument("--compressed-digest")
+    c.add_argument("--diff-digest")
+    c.add_argument("--max-size", type=int, default=None, help="refuse content larger than this (uncompressed bytes)")
+    c.add_argument("file", nargs="?")
+
+    t = sub.add_parser("layers", help="list layers")
+    t.add_argument("--tree", action="store_true")
+    for name, text in [("layer", "show one layer"), ("exists", "exit 0 if the layer exists, else 1"),
+                       ("refs", "print the hold count"), ("fs-info", "usage of the layer's own data"),
+                       ("metadata", "the driver's view of the layer")]:
+        sub.add_parser(name, help=text).add_argument("ref", metavar="ID")
+    d = sub.add_parser("delete", help="delete a layer")
+    d.add_argument("ref", metavar="ID")
+    d.add_argument("--force", action="store_true", help="unmount first if mounted")
+    for name in ("hold", "release"):
+        h = sub.add_parser(name, help=f"{name} a hold (owned by the calling process, or a named lease)")
+        h.add_argument("ref", metavar="ID")
+        h.add_argument("--lease")
+    m = sub.add_parser("mount", help="mount a layer; prints the path")
+    m.add_argument("ref", metavar="ID")
+    u = sub.add_parser("umount", aliases=["unmount"], help="unmount a layer")
+    u.add_argument("ref", metavar="ID")
+    u.add_argument("--force", action="store_true")
+    b = sub.add_parser("by-digest", help="layers with a diff (or compressed) digest")
+    b.add_argument("digest")
+    b.add_argument("--compressed", action="store_true")
+    x = sub.add_parser("diff", help="write the layer's diff as a tar")
+    x.add_argument("ref", metavar="ID")
+    x.add_argument("-o", "--output")
+    x.add_argument("--compress", choices=["none", "gzip", "zstd"], default="none")
+    hi = sub.add_parser("history", help="what happened to a layer (or the store), from the log")
+    hi.add_argument("ref", metavar="ID", nargs="?")
+    hi.add_argument("--since", help="ISO 8601 time or epoch seconds")
+    hi.add_argument("--until", help="ISO 8601 time or epoch seconds")
+    hi.add_argument("--type", action="append", dest="types", help="event type, e.g. hold-added (repeatable)")
+    st = sub.add_parser("state", help="the store as it was at an LSN or a time")
+    st.add_argument("--at", required=True, metavar="LSN|TIME")
+    sub.add_parser("checkpoint", help="write a checkpoint of the state now")
+    ck = sub.add_parser("check", help="re-derive everything from the log and compare (exit 4 on damage)")
+    ck.add_argument("--content", action="store_true", help="also regenerate every layer's tar and check its digest")
+    lg = sub.add_parser("log", help="inspect or repair the log")
+    lg.add_argument("action", choices=["verify", "dump", "repair"])
+    sub.add_parser("recover", help="run recovery now (also sweeps orphans); prints what it did")
+    sub.add_parser("failpoints", help="list the failpoints")
+    return p
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def iso_time(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def layer_json(rec) -> dict:
+    """A layer with containers/storage's field names."""
+    return {
+        "id": rec.id, "names": rec.names, "parent": rec.parent or "", "created": iso_time(rec.created),
+        "compressed-diff-digest": rec.compressed_digest, "compressed-size": rec.compressed_size,
+        "diff-digest": rec.diff_digest, "diff-size": rec.diff_size, "compression": rec.compression,
+        "incomplete": rec.incomplete, "writable": rec.writable, "driver": rec.driver,
+        "hold-refs": rec.hold_refs, "mount-count": rec.mount_count, "mount-point": rec.mount_point,
+        "quarantined": rec.quarantined,
+    }
+
+
+def emit_json(value) -> None:
+    import json
+
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def print_layer(rec) -> None:
+    for key, value in layer_json(rec).items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key}: {value}")
+
+
+def print_tree(layers) -> None:
+    by_parent: dict[str | None, list] = {}
+    ids = {r.id for r in layers}
+    for rec in layers:
+        by_parent.setdefault(rec.parent if rec.parent in ids else None, []).append(rec)
+
+    def walk(parent, prefix):
+        children = by_parent.get(parent, [])
+        for i, rec in enumerate(children):
+            last = i == len(children) - 1
+            label = rec.id[:12] + (f" ({', '.join(rec.names)})" if rec.names else "")
+            if rec.incomplete:
+                label += " [incomplete]"
+            print(f"{prefix}{'└── ' if last else '├── '}{label}")
+            walk(rec.id, prefix + ("    " if last else "│   "))
+
+    walk(None, "")
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def open_store(args, readonly: bool):
+    from eventstore.process import holder_for
+    from eventstore.store import LayerStore
+
+    # A CLI call lives for milliseconds: its holds belong to the process that called it
+    # (the shell or program driving the CLI), released by recovery when that one exits.
+    return LayerStore.open(args.root, args.driver, readonly=readonly, owner=holder_for(os.getppid()))
+
+
+def run(args) -> int:
+    cmd = args.command
+    if cmd == "failpoints":
+        return cmd_failpoints(args)
+    if cmd == "log":
+        return cmd_log(args)
+    if cmd == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
+        return 1
+    store = open_store(args, readonly=cmd in READ_ONLY)
+    try:
+        return COMMANDS[cmd](store, args)
+    finally:
+        store.close()
+
+
+def cmd_create(store, args) -> int:
+    content = None
+    if args.file == "-":
+        content = sys.stdin.buffer
+    elif args.file:
+        content = open(args.file, "rb")
+    progress = None
+    if content is not None and sys.stderr.isatty():
+        from eventstore.progress import Progress
+
+        progress = Progress(total=os.fstat(content.fileno()).st_size if args.file != "-" else None)
+    try:
+        layer_id = store.create(args.layer_id, parent=args.parent, names=args.name, writable=args.writable,
+                                content=content, compressed_digest=args.compressed_digest,
+                                diff_digest=args.diff_digest, max_size=args.max_size, progress=progress)
+    finally:
+        if progress:
+            progress.done()
+        if content is not None and args.file != "-":
+            content.close()
+    emit_json({"id": layer_id}) if args.json else print(layer_id)
+    return 0
+
+
+def cmd_layers(store, args) -> int:
+    layers = store.layers()
+    if args.json:
+        emit_json([layer_json(r) for r in layers])
+    elif args.tree:
+        print_tree(layers)
+    else:
+        for rec in layers:
+            flags = " [incomplete]" if rec.incomplete else ""
+            print(f"{rec.id}{'  ' + ', '.join(rec.names) if rec.names else ''}{flags}")
+    return 0
+
+
+def cmd_layer(store, args) -> int:
+    rec = store.lookup(args.ref)
+    emit_json(layer_json(rec)) if args.json else print_layer(rec)
+    return 0
+
+
+def cmd_exists(store, args) -> int:
+    found = store.exists(args.ref)
+    if args.json:
+        emit_json({"exists": found})
+    return 0 if found else 1
+
+
+def cmd_refs(store, args) -> int:
+    refs = store.hold_refs(args.ref)
+    emit_json({"hold-refs": refs}) if args.json else print(refs)
+    return 0
+
+
+def cmd_delete(store, args) -> int:
+    rec = store.lookup(args.ref)
+    store.delete(rec.id, force=args.force)
+    emit_json({"deleted": rec.id}) if args.json else print(rec.id)
+    return 0
+
+
+def cmd_hold(store, args) -> int:
+    refs = store.hold(args.ref, lease=args.lease)
+    emit_json({"hold-refs": refs}) if args.json else print(refs)
+    return 0
+
+
+def cmd_release(store, args) -> int:
+    refs = store.release(args.ref, lease=args.lease)
+    emit_json({"hold-refs": refs}) if args.json else print(refs)
+    return 0
+
+
+def cmd_mount(store, args) -> int:
+    path = store.mount(args.ref)
+    emit_json({"mount-point": path}) if args.json else print(path)
+    return 0
+
+
+def cmd_umount(store, args) -> int:
+    count = store.umount(args.ref, force=args.force)
+    emit_json({"mount-count": count}) if args.json else print(count)
+    return 0
+
+
+def cmd_by_digest(store, args) -> int:
+    ids = store.by_compressed_digest(args.digest) if args.compressed else store.by_diff_digest(args.digest)
+    if args.json:
+        emit_json(ids)
+    else:
+        for layer_id in ids:
+            print(layer_id)
+    return 0
+
+
+def cmd_fs_info(store, args) -> int:
+    info = store.fs_info(args.ref)
+    if args.json:
+        emit_json({"used-bytes": info.used_bytes, "inodes-used": info.inodes_used, "mountpoint": info.mountpoint})
+    else:
+        print(f"used-bytes: {info.used_bytes}\ninodes-used: {info.inodes_used}\nmountpoint: {info.mountpoint}")
+    return 0
+
+
+def cmd_metadata(store, args) -> int:
+    meta = store.metadata(args.ref)
+    if args.json:
+        emit_json(meta)
+    else:
+        for key, value in meta.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_diff(store, args) -> int:
+    chunks = store.diff(args.ref)
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        writer = _compressor(args.compress, out)
+        for chunk in chunks:
+            writer.write(chunk)
+        writer.flush_all()
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+class _Plain:
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, data):
+        self.out.write(data)
+
+    def flush_all(self):
+        self.out.flush()
+
+
+def _compressor(kind: str, out):
+    if kind == "gzip":
+        from isal import igzip
+
+        class _Gzip(_Plain):
+            def __init__(self, out):
+                super().__init__(igzip.IGzipFile(fileobj=out, mode="wb", mtime=0))
+
+            def flush_all(self):
+                self.out.close()
+        return _Gzip(out)
+    if kind == "zstd":
+        import zstandard
+
+        class _Zstd(_Plain):
+            def __init__(self, out):
+                super().__init__(zstandard.ZstdCompressor().stream_writer(out, closefd=False))
+
+            def flush_all(self):
+                self.out.close()
+        return _Zstd(out)
+    return _Plain(out)
+
+
+def cmd_history(store, args) -> int:
+    from replay.audit import history, parse_time
+
+    layer_id = store.lookup(args.ref).id if args.ref else None
+    entries = list(history(store, layer_id, parse_time(args.since) if args.since else None,
+                           parse_time(args.until) if args.until else None, args.types))
+    if args.json:
+        emit_json([{"lsn": e.lsn, "time": iso_time(e.time), "type": e.type, "layer": e.layer,
+                    "actor": e.actor, "details": e.details} for e in entries])
+        return 0
+    import json
+
+    for e in entries:
+        who = f"pid {e.actor['pid']} uid {e.actor['uid']} {e.actor['program']}".strip()
+        extra = f"  {json.dumps(e.details)}" if e.details else ""
+        print(f"{e.lsn:>8}  {iso_time(e.time)}  {e.type:<24} {(e.layer or '-')[:12]:<12}  {who}{extra}")
+    return 0
+
+
+def cmd_state(store, args) -> int:
+    from replay.audit import deleted_layers, lsn_at_time, parse_time, state_at
+
+    lsn = int(args.at) if args.at.isdigit() else lsn_at_time(store, parse_time(args.at))
+    state = state_at(store, lsn)
+    gone = deleted_layers(store, lsn, state)
+    layers = [dict(layer_json(r), holds=[h.describe() for h in r.holds]) for r in state.layers.values()]
+    if args.json:
+        emit_json({"lsn": lsn, "layers": layers, "deleted": [layer_json(r) for r in gone]})
+        return 0
+    print(f"state at LSN {lsn}: {len(layers)} layer(s)")
+    for rec in state.layers.values():
+        flags = [f"holds {rec.hold_refs}" if rec.holds else "", f"mounted {rec.mount_count}" if rec.mount_count else "",
+                 "incomplete" if rec.incomplete else ""]
+        print(f"  {rec.id}  {', '.join(rec.names)}  {' '.join(f for f in flags if f)}".rstrip())
+    for rec in gone:
+        print(f"  {rec.id}  (deleted since)")
+    return 0
+
+
+def cmd_checkpoint(store, args) -> int:
+    path = store.checkpoint()
+    emit_json({"checkpoint": str(path)}) if args.json else print(path)
+    return 0
+
+
+def cmd_check(store, args) -> int:
+    from replay.verify import check
+
+    problems = check(store, content=args.content)
+    if args.json:
+        emit_json({"ok": not problems, "problems": problems})
+    else:
+        print("\n".join(problems) if problems else "ok")
+    return 4 if problems else 0
+
+
+def cmd_recover(store, args) -> int:
+    from eventstore.recovery import recover_store
+
+    actions = recover_store(store, sweep=True)
+    if args.json:
+        emit_json(actions)
+    else:
+        print("\n".join(actions) if actions else "nothing to recover")
+    return 0
+
+
+def cmd_log(args) -> int:
+    from eventstore.log import EventLog
+
+    if args.action == "repair":
+        from eventstore.log.repair import repair
+
+        for line in repair(args.root):
+            print(line)
+        return 0
+    with EventLog.open(args.root, writer=False, create=False) as log:
+        if args.action == "verify":
+            report = log.verify()
+            result = {"segments": report.segments, "records": report.records, "events": report.events,
+                      "last-lsn": report.last_lsn,
+                      "torn-tail": f"{report.torn_tail.segment}@{report.torn_tail.offset}" if report.torn_tail else None}
+            if args.json:
+                emit_json(result)
+            else:
+                print(" ".join(f"{k}={v}" for k, v in result.items()))
+            return 0
+        import json
+
+        from eventstore.events import to_builtins
+
+        for lsn, event in log.events():
+            print(json.dumps({"lsn": lsn, **to_builtins(event)}))
+    return 0
+
+
+def cmd_failpoints(args) -> int:
+    # importing the modules declares their failpoints
+    import eventstore.index  # noqa: F401
+    import eventstore.recovery  # noqa: F401
+    import eventstore.store  # noqa: F401
+    from eventstore import faults
+
+    names = dict(sorted(faults.KNOWN.items()))
+    if args.json:
+        emit_json(names)
+    else:
+        for name, doc in names.items():
+            print(f"{name:<36} {doc}")
+    return 0
+
+
+COMMANDS = {
+    "create": cmd_create, "layers": cmd_layers, "layer": cmd_layer, "exists": cmd_exists,
+    "refs": cmd_refs, "delete": cmd_delete, "hold": cmd_hold, "release": cmd_release,
+    "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "by-digest": cmd_by_digest,
+    "fs-info": cmd_fs_info, "metadata": cmd_metadata, "diff": cmd_diff, "history": cmd_history,
+    "recover": cmd_recover, "state": cmd_state, "checkpoint": cmd_checkpoint, "check": cmd_check,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.root = args.root or default_root()
+    from eventstore.errors import LayerStoreError
+
+    try:
+        return run(args)
+    except LayerStoreError as exc:
+        print(f"layerstore: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"layerstore: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Read models in SQLite, projected from the log (DESIGN §3).
+
+Tables: ``layers`` (one row a layer: query columns plus the whole record), ``names``,
+``history`` (one row an event, for audit) and ``meta`` (the log position applied).
+Digest lookups use indexes on ``layers``. The projection writes its rows and the
+position they bring it to in one transaction, so after a crash it resumes exactly
+where it stopped; several processes may project at once (SQLite serialises the
+writers, and each skips records another already applied).
+
+The index is derived data: synchronous=NORMAL (no fsync per commit) is enough,
+because the log is the durable truth and ``Index.rebuild`` recreates it identically.
+Hot paths use the sqlite3 module directly; sqlite-utils creates the schema (its
+import costs ~80 ms, too much for every CLI call).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgspec
+
+from eventstore import events as ev
+from eventstore import faults
+from eventstore.log import LogRecord, Position
+from eventstore.state import LayerRecord, apply
+
+faults.declare("index.before-commit", "a projection transaction is about to commit")
+faults.declare("index.after-commit", "a projection transaction committed")
+
+SCHEMA_VERSION = 1
+
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(LayerRecord)
+_json = msgspec.json.Encoder()
+
+LAYER_COLUMNS = (
+    "id", "parent", "created", "compressed_digest", "diff_digest", "incomplete",
+    "mount_count", "hold_refs", "process_holds", "created_lsn", "record",
+)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    db["layers"].create({
+        "id": str, "parent": str, "created": int, "compressed_digest": str, "diff_digest": str,
+        "incomplete": int, "mount_count": int, "hold_refs": int, "process_holds": int,
+        "created_lsn": int, "record": bytes,
+    }, pk="id", if_not_exists=True)
+    db["names"].create({"name": str, "layer": str}, pk="name", if_not_exists=True)
+    db["history"].create({
+        "lsn": int, "time": int, "layer": str, "type": str, "pid": int, "uid": int,
+        "program": str, "details": str,
+    }, pk="lsn", if_not_exists=True)
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    for table, columns in [
+        ("layers", ["parent"]), ("layers", ["compressed_digest"]), ("layers", ["diff_digest"]),
+        ("layers", ["created_lsn"]), ("names", ["layer"]), ("history", ["layer"]), ("history", ["time"]),
+    ]:
+        db[table].create_index(columns, if_not_exists=True)
+    conn.execute("CREATE INDEX IF NOT EXISTS layers_attention ON layers(id) "
+                 "WHERE incomplete OR mount_count > 0 OR process_holds > 0")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+
+def decode_record(blob: bytes) -> LayerRecord:
+    return _record_decoder.decode(blob)
+
+
+class IndexState:
+    """The fold's view of state, loaded lazily from the ``layers`` table.
+
+    Only the layers an operation touches are read; changes stay in memory until
+    ``flush`` writes them in the projection's transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._cache: dict[str, LayerRecord | None] = {}
+        self._names: dict[str, str | None] = {}
+        self._children_delta: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self.lsn = 0
+
+    def get(self, layer_id: str) -> LayerRecord | None:
+        if layer_id not in self._cache:
+            row = self._conn.execute("SELECT record FROM layers WHERE id = ?", (layer_id,)).fetchone()
+            self._cache[layer_id] = decode_record(row[0]) if row else None
+        return self._cache[layer_id]
+
+    def owner_of(self, name: str) -> str | None:
+        if name in self._names:
+            return self._names[name]
+        row = self._conn.execute("SELECT layer FROM names WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def has_children(self, layer_id: str) -> bool:
+        (count,) = self._conn.execute("SELECT count(*) FROM layers WHERE parent = ?", (layer_id,)).fetchone()
+        return count + self._children_delta.get(layer_id, 0) > 0
+
+    def put(self, rec: LayerRecord, old_names: Iterable[str] = ()) -> None:
+        existed = self.get(rec.id) is not None
+        for name in old_names:
+            if self.owner_of(name) == rec.id:
+                self._names[name] = None
+        for name in rec.names:
+            self._names[name] = rec.id
+        if not existed and rec.parent:
+            self._children_delta[rec.parent] = self._children_delta.get(rec.parent, 0) + 1
+        self._cache[rec.id] = rec
+        self._dirty.add(rec.id)
+
+    def drop(self, layer_id: str) -> None:
+        rec = self.get(layer_id)
+        if rec is None:
+            return
+        for name in rec.names:
+            if self.owner_of(name) == layer_id:
+                self._names[name] = None
+        if rec.parent:
+            self._children_delta[rec.parent] = self._children_delta.get(rec.parent, 0) - 1
+        self._cache[layer_id] = None
+        self._dirty.add(layer_id)
+
+    def flush(self) -> None:
+        """Write every changed layer and name (inside the caller's transaction)."""
+        conn = self._conn
+        for layer_id in self._dirty:
+            rec = self._cache[layer_id]
+            if rec is None:
+                conn.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO layers ({', '.join(LAYER_COLUMNS)}) VALUES ({', '.join('?' * len(LAYER_COLUMNS))})",
+                    (rec.id, rec.parent, rec.created, rec.compressed_digest, rec.diff_digest,
+                     int(rec.incomplete), rec.mount_count, rec.hold_refs,
+                     sum(1 for h in rec.holds if not h.lease), rec.created_lsn, _record_encoder.encode(rec)))
+        for name, owner in self._names.items():
+            if owner is None:
+                conn.execute("DELETE FROM names WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, owner))
+        self._dirty.clear()
+        self._names.clear()
+        self._children_delta.clear()
+
+
+def history_row(lsn: int, event: ev.Event) -> tuple:
+    details = ev.to_builtins(event)
+    for key in ("type", "time", "actor", "layer"):
+        details.pop(key, None)
+    actor = event.actor or ev.Actor(pid=0, uid=0)
+    return (lsn, event.time, getattr(event, "layer", None), event.type_name,
+            actor.pid, actor.uid, actor.program, _json.encode(details).decode())
+
+
+class Index:
+    """The SQLite read models of one store (``<root>/index.db``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        new = not self.path.exists()
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        if new or self._meta("schema") is None:
+            self._transaction(lambda: _create_schema(self.conn))
+
+    # --- position ---------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return row[0] if row else None
+
+    def position(self) -> Position | None:
+        """Where in the log the projection stands (None: nothing applied yet)."""
+        value = self._meta("position")
+        if not value:
+            return None
+        segment, offset, lsn = (int(x) for x in value.split(":"))
+        return Position(segment, offset, lsn)
+
+    @property
+    def store_uuid(self) -> str | None:
+        return self._meta("store_uuid")
+
+    # --- projecting -------------------------------------------------------------------
+
+    def _transaction(self, body):
+        def run():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body()
+                faults.point("index.before-commit")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            faults.point("index.after-commit")
+            return result
+
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            # SQLite already waited its busy timeout; past that, back off and retry.
+            # (tenacity is imported only here: it costs ~20 ms at every CLI start.)
+            from eventstore.retry import _is_busy_database, on_busy_database
+
+            if not _is_busy_database(exc):
+                raise
+            return on_busy_database(run)()
+
+    def apply(self, records: Iterable[LogRecord], store_uuid: str | None = None) -> int:
+        """Project ``records`` (skipping what is already applied); events applied."""
+        records = list(records)
+        if not records:
+            return 0
+
+        def body() -> int:
+            applied_lsn = (self.position() or Position(0, 0, 1)).lsn
+            state = IndexState(self.conn)
+            history = []
+            end = None
+            for record in records:
+                if record.end.lsn <= applied_lsn:
+                    continue
+                for i, event in enumerate(record.events):
+                    lsn = record.lsn + i
+                    if lsn < applied_lsn:
+                        continue
+                    apply(state, lsn, event)
+                    history.append(history_row(lsn, event))
+                end = record.end
+            if end is None:
+                return 0
+            state.flush()
+            self.conn.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", history)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)",
+                              (f"{end.segment}:{end.offset}:{end.lsn}",))
+            if store_uuid:
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('store_uuid', ?)", (store_uuid,))
+            return len(history)
+
+        return self._transaction(body)
+
+    def catch_up(self, log) -> int:
+        """Apply whatever the log holds beyond our position; events applied."""
+        total = 0
+        batch: list[LogRecord] = []
+        for record in log.records(self.position()):
+            batch.append(record)
+            if len(batch) >= 2000:
+                total += self.apply(batch, str(log.store_uuid))
+                batch = []
+        total += self.apply(batch, str(log.store_uuid))
+        return total
+
+    def state(self) -> IndexState:
+        """A fresh lazy view of the state as the index has it now."""
+        return IndexState(self.conn)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def layer(self, layer_id: str) -> LayerRecord | None:
+        row = self.conn.execute("SELECT record FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        return decode_record(row[0]) if row else None
+
+    def layers(self) -> list[LayerRecord]:
+        rows = self.conn.execute("SELECT record FROM layers ORDER BY created_lsn")
+        return [decode_record(r[0]) for r in rows]
+
+    def by_name(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT layer FROM names WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        # ids are lowercase hex-ish; a range scan on the primary key finds the prefix
+        rows = self.conn.execute(
+            "SELECT id FROM layers WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit))
+        return [r[0] for r in rows]
+
+    def by_digest(self, digest: str, compressed: bool) -> list[str]:
+        column = "compressed_digest" if compressed else "diff_digest"
+        rows = self.conn.execute(
+            f"SELECT id FROM layers WHERE {column} = ? AND NOT incomplete ORDER BY created_lsn", (digest,))
+        return [r[0] for r in rows]
+
+    def needing_attention(self) -> list[LayerRecord]:
+        """Layers recovery must look at: incomplete, mounted, or held by processes."""
+        rows = self.conn.execute(
+            "SELECT record FROM layers INDEXED BY layers_attention "
+            "WHERE incomplete OR mount_count > 0 OR process_holds > 0 ORDER BY created_lsn")
+        return [decode_record(r[0]) for r in rows]
+
+    def children(self, layer_id: str) -> list[str]:
+        rows = self.conn.execute("SELECT id FROM layers WHERE parent = ? ORDER BY created_lsn", (layer_id,))
+        return [r[0] for r in rows]
+
+    def history(self, layer_id: str | None = None) -> Iterator[tuple]:
+        if layer_id is None:
+            return self.conn.execute("SELECT * FROM history ORDER BY lsn")
+        return self.conn.execute("SELECT * FROM history WHERE layer = ? ORDER BY lsn", (layer_id,))
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM layers").fetchone()[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Delete an index database and its WAL files (it is rebuilt from the log)."""
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass

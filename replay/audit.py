@@ -1,0 +1,103 @@
+"""Time travel and audit: who did what to a layer and when; the store as it was at an
+LSN or a moment, deleted layers included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import msgspec
+
+from eventstore import checkpoint
+from eventstore.errors import InvalidArgument
+from eventstore.state import LayerRecord, State
+
+
+class HistoryEntry(msgspec.Struct):
+    lsn: int
+    time: int
+    type: str
+    layer: str | None
+    actor: dict
+    details: dict
+
+
+def parse_time(text: str) -> int:
+    """An ISO 8601 time (UTC if no zone) or seconds since the epoch, as nanoseconds."""
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(f"invalid time {text!r}: want ISO 8601 (2026-11-27T10:00:00Z) or epoch seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1e9)
+
+
+def history(store, layer: str | None = None, since: int | None = None, until: int | None = None,
+            types: list[str] | None = None) -> Iterator[HistoryEntry]:
+    """Events from the history read model, oldest first, filtered."""
+    import json
+
+    clauses, params = [], []
+    if layer is not None:
+        clauses.append("layer = ?")
+        params.append(layer)
+    if since is not None:
+        clauses.append("time >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("time <= ?")
+        params.append(until)
+    if types:
+        clauses.append(f"type IN ({', '.join('?' * len(types))})")
+        params.extend(types)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = store.index.conn.execute(f"SELECT * FROM history {where} ORDER BY lsn", params)
+    for lsn, time, layer_id, type_, pid, uid, program, details in rows:
+        yield HistoryEntry(lsn, time, type_, layer_id, {"pid": pid, "uid": uid, "program": program},
+                           json.loads(details))
+
+
+def lsn_at_time(store, when: int) -> int:
+    """The LSN of the last event at or before ``when`` (0 if none)."""
+    row = store.index.conn.execute("SELECT max(lsn) FROM history WHERE time <= ?", (when,)).fetchone()
+    return row[0] or 0
+
+
+def state_at(store, lsn: int) -> State:
+    """The fold's state right after ``lsn``: the newest checkpoint at or before it, then
+    the events up to it."""
+    if lsn < 0 or lsn > store.log.last_lsn:
+        raise InvalidArgument(f"LSN {lsn} is outside the log (1..{store.log.last_lsn})")
+    return checkpoint.load_state(store.root, store.log, at_most_lsn=lsn)
+
+
+def deleted_layers(store, lsn: int, state: State) -> list[LayerRecord]:
+    """Layers that existed at some point up to ``lsn`` but not in ``state``: their last
+    known record is rebuilt from their own events."""
+    rows = store.index.conn.execute(
+        "SELECT DISTINCT layer FROM history WHERE type = 'layer-deleted' AND lsn <= ?", (lsn,))
+    gone = [r[0] for r in rows if r[0] not in state.layers]
+    if not gone:
+        return []
+    from eventstore.state import apply
+
+    shadow = State()
+    wanted = set(gone)
+    records: dict[str, LayerRecord] = {}
+    for event_lsn, event in store.log.events():
+        if event_lsn > lsn:
+            break
+        layer_id = getattr(event, "layer", None)
+        if layer_id not in wanted:
+            continue
+        if type(event).__name__ == "LayerDeleted":
+            records[layer_id] = shadow.layers.get(layer_id, records.get(layer_id))
+            shadow.layers.pop(layer_id, None)
+            continue
+        apply(shadow, event_lsn, event)
+    return [r for r in records.values() if r is not None]
