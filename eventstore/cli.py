@@ -12,6 +12,8 @@ import os
 import sys
 from datetime import datetime, timezone
 
+# answered from the read models alone when they are current (no log replay, no msgspec)
+FAST_READS = {"layers", "layer", "exists", "refs", "by-digest"}
 READ_ONLY = {"layers", "layer", "exists", "refs", "by-digest", "fs-info", "metadata", "history", "diff", "state",
              "check"}
 
@@ -90,15 +92,28 @@ def iso_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def as_dict(rec) -> dict:
+    """A layer record as a plain dict (the fast read path has dicts already)."""
+    if isinstance(rec, dict):
+        return rec
+    import msgspec
+
+    return msgspec.to_builtins(rec)
+
+
 def layer_json(rec) -> dict:
     """A layer with containers/storage's field names."""
+    r = as_dict(rec)
+    get = r.get
     return {
-        "id": rec.id, "names": rec.names, "parent": rec.parent or "", "created": iso_time(rec.created),
-        "compressed-diff-digest": rec.compressed_digest, "compressed-size": rec.compressed_size,
-        "diff-digest": rec.diff_digest, "diff-size": rec.diff_size, "compression": rec.compression,
-        "incomplete": rec.incomplete, "writable": rec.writable, "driver": rec.driver,
-        "hold-refs": rec.hold_refs, "mount-count": rec.mount_count, "mount-point": rec.mount_point,
-        "quarantined": rec.quarantined,
+        "id": r["id"], "names": get("names", []), "parent": get("parent") or "",
+        "created": iso_time(get("created", 0)),
+        "compressed-diff-digest": get("compressed_digest", ""), "compressed-size": get("compressed_size", -1),
+        "diff-digest": get("diff_digest", ""), "diff-size": get("diff_size", -1),
+        "compression": get("compression", ""), "incomplete": get("incomplete", True),
+        "writable": get("writable", False), "driver": get("driver", ""),
+        "hold-refs": len(get("holds", [])), "mount-count": get("mount_count", 0),
+        "mount-point": get("mount_point", ""), "quarantined": get("quarantined", ""),
     }
 
 
@@ -118,19 +133,20 @@ def print_layer(rec) -> None:
 
 def print_tree(layers) -> None:
     by_parent: dict[str | None, list] = {}
-    ids = {r.id for r in layers}
+    layers = [layer_json(r) for r in layers]
+    ids = {r["id"] for r in layers}
     for rec in layers:
-        by_parent.setdefault(rec.parent if rec.parent in ids else None, []).append(rec)
+        by_parent.setdefault(rec["parent"] if rec["parent"] in ids else None, []).append(rec)
 
     def walk(parent, prefix):
         children = by_parent.get(parent, [])
         for i, rec in enumerate(children):
             last = i == len(children) - 1
-            label = rec.id[:12] + (f" ({', '.join(rec.names)})" if rec.names else "")
-            if rec.incomplete:
+            label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "")
+            if rec["incomplete"]:
                 label += " [incomplete]"
             print(f"{prefix}{'└── ' if last else '├── '}{label}")
-            walk(rec.id, prefix + ("    " if last else "│   "))
+            walk(rec["id"], prefix + ("    " if last else "│   "))
 
     walk(None, "")
 
@@ -154,6 +170,15 @@ def run(args) -> int:
         return cmd_log(args)
     if cmd == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
         return 1
+    if cmd in FAST_READS:
+        from eventstore.query import open_reader
+
+        reader = open_reader(args.root)
+        if reader is not None:
+            try:
+                return COMMANDS[cmd](reader, args)
+            finally:
+                reader.conn.close()
     store = open_store(args, readonly=cmd in READ_ONLY)
     try:
         return COMMANDS[cmd](store, args)
@@ -192,9 +217,9 @@ def cmd_layers(store, args) -> int:
     elif args.tree:
         print_tree(layers)
     else:
-        for rec in layers:
-            flags = " [incomplete]" if rec.incomplete else ""
-            print(f"{rec.id}{'  ' + ', '.join(rec.names) if rec.names else ''}{flags}")
+        for rec in map(layer_json, layers):
+            flags = " [incomplete]" if rec["incomplete"] else ""
+            print(f"{rec['id']}{'  ' + ', '.join(rec['names']) if rec['names'] else ''}{flags}")
     return 0
 
 
@@ -212,7 +237,7 @@ def cmd_exists(store, args) -> int:
 
 
 def cmd_refs(store, args) -> int:
-    refs = store.hold_refs(args.ref)
+    refs = layer_json(store.lookup(args.ref))["hold-refs"]
     emit_json({"hold-refs": refs}) if args.json else print(refs)
     return 0
 
@@ -249,7 +274,7 @@ def cmd_umount(store, args) -> int:
 
 
 def cmd_by_digest(store, args) -> int:
-    ids = store.by_compressed_digest(args.digest) if args.compressed else store.by_diff_digest(args.digest)
+    ids = store.by_digest(args.digest, compressed=args.compressed)
     if args.json:
         emit_json(ids)
     else:

@@ -25,6 +25,7 @@ import msgspec
 from eventstore import events as ev
 from eventstore import faults
 from eventstore.log import LogRecord, Position
+from eventstore.query import Reader
 from eventstore.state import LayerRecord, apply
 
 faults.declare("index.before-commit", "a projection transaction is about to commit")
@@ -32,9 +33,8 @@ faults.declare("index.after-commit", "a projection transaction committed")
 
 SCHEMA_VERSION = 1
 
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(LayerRecord)
 _json = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(LayerRecord)
 
 LAYER_COLUMNS = (
     "id", "parent", "created", "compressed_digest", "diff_digest", "incomplete",
@@ -49,7 +49,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     db["layers"].create({
         "id": str, "parent": str, "created": int, "compressed_digest": str, "diff_digest": str,
         "incomplete": int, "mount_count": int, "hold_refs": int, "process_holds": int,
-        "created_lsn": int, "record": bytes,
+        "created_lsn": int, "record": str,
     }, pk="id", if_not_exists=True)
     db["names"].create({"name": str, "layer": str}, pk="name", if_not_exists=True)
     db["history"].create({
@@ -67,8 +67,8 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
 
-def decode_record(blob: bytes) -> LayerRecord:
-    return _record_decoder.decode(blob)
+def decode_record(text: str | bytes) -> LayerRecord:
+    return _record_decoder.decode(text)
 
 
 class IndexState:
@@ -138,7 +138,7 @@ class IndexState:
                     f"INSERT OR REPLACE INTO layers ({', '.join(LAYER_COLUMNS)}) VALUES ({', '.join('?' * len(LAYER_COLUMNS))})",
                     (rec.id, rec.parent, rec.created, rec.compressed_digest, rec.diff_digest,
                      int(rec.incomplete), rec.mount_count, rec.hold_refs,
-                     sum(1 for h in rec.holds if not h.lease), rec.created_lsn, _record_encoder.encode(rec)))
+                     sum(1 for h in rec.holds if not h.lease), rec.created_lsn, _json.encode(rec).decode()))
         for name, owner in self._names.items():
             if owner is None:
                 conn.execute("DELETE FROM names WHERE name = ?", (name,))
@@ -158,13 +158,14 @@ def history_row(lsn: int, event: ev.Event) -> tuple:
             actor.pid, actor.uid, actor.program, _json.encode(details).decode())
 
 
-class Index:
+class Index(Reader):
     """The SQLite read models of one store (``<root>/index.db``)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         new = not self.path.exists()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        super().__init__(sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False),
+                         decode_record)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         if new or self._meta("schema") is None:
@@ -172,12 +173,7 @@ class Index:
 
     # --- position ---------------------------------------------------------------------
 
-    def _meta(self, key: str) -> str | None:
-        try:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:
-            return None
-        return row[0] if row else None
+    _meta = Reader.meta
 
     def position(self) -> Position | None:
         """Where in the log the projection stands (None: nothing applied yet)."""
@@ -267,31 +263,6 @@ class Index:
         return IndexState(self.conn)
 
     # --- queries ------------------------------------------------------------------------
-
-    def layer(self, layer_id: str) -> LayerRecord | None:
-        row = self.conn.execute("SELECT record FROM layers WHERE id = ?", (layer_id,)).fetchone()
-        return decode_record(row[0]) if row else None
-
-    def layers(self) -> list[LayerRecord]:
-        rows = self.conn.execute("SELECT record FROM layers ORDER BY created_lsn")
-        return [decode_record(r[0]) for r in rows]
-
-    def by_name(self, name: str) -> str | None:
-        row = self.conn.execute("SELECT layer FROM names WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
-
-    def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        # ids are lowercase hex-ish; a range scan on the primary key finds the prefix
-        rows = self.conn.execute(
-            "SELECT id FROM layers WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (prefix, prefix + "\U0010ffff", limit))
-        return [r[0] for r in rows]
-
-    def by_digest(self, digest: str, compressed: bool) -> list[str]:
-        column = "compressed_digest" if compressed else "diff_digest"
-        rows = self.conn.execute(
-            f"SELECT id FROM layers WHERE {column} = ? AND NOT incomplete ORDER BY created_lsn", (digest,))
-        return [r[0] for r in rows]
 
     def needing_attention(self) -> list[LayerRecord]:
         """Layers recovery must look at: incomplete, mounted, or held by processes."""

@@ -188,37 +188,23 @@ class LayerStore:
 
     def lookup(self, ref: str) -> LayerRecord:
         """The layer with id ``ref``, else named ``ref``, else whose id starts with ``ref``."""
-        rec = self.index.layer(ref)
-        if rec is not None:
-            return rec
-        owner = self.index.by_name(ref)
-        if owner is not None:
-            return self.index.layer(owner)  # type: ignore[return-value]
-        if ref and len(ref) < 64 and all(c in "0123456789abcdef" for c in ref):
-            matches = self.index.ids_with_prefix(ref)
-            if len(matches) > 1:
-                raise errors.AmbiguousLayer(f"layer prefix {ref!r} is ambiguous: matches {matches[0][:12]}, "
-                                            f"{matches[1][:12]}, ...")
-            if matches:
-                return self.index.layer(matches[0])  # type: ignore[return-value]
-        raise errors.LayerNotFound(f"layer {ref}: not found")
+        return self.index.lookup(ref)
 
     def exists(self, ref: str) -> bool:
-        try:
-            self.lookup(ref)
-        except (errors.LayerNotFound, errors.AmbiguousLayer):
-            return False
-        return True
+        return self.index.exists(ref)
 
     def layers(self) -> list[LayerRecord]:
         """Every layer, in creation order (incomplete ones included, flagged)."""
         return self.index.layers()
 
+    def by_digest(self, digest: str, compressed: bool = False) -> list[str]:
+        return self.index.by_digest(digest, compressed)
+
     def by_compressed_digest(self, digest: str) -> list[str]:
-        return self.index.by_digest(check_digest(digest), compressed=True)
+        return self.index.by_digest(digest, compressed=True)
 
     def by_diff_digest(self, digest: str) -> list[str]:
-        return self.index.by_digest(check_digest(digest), compressed=False)
+        return self.index.by_digest(digest, compressed=False)
 
     def hold_refs(self, ref: str) -> int:
         return self.lookup(ref).hold_refs
