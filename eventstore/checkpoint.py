@@ -4,8 +4,9 @@ read models or answering "what was the state at LSN n" replays only what follows
 File ``<root>/checkpoints/<lsn>.ckpt``: magic ``LAYRCKPT``, format version (u32), store
 uuid (16 bytes), then a msgpack body (LSN, log position, layer records), then a CRC32C
 of everything before it. Written to a temp file, fsync'd, renamed, directory fsync'd.
-A checkpoint that fails any check is skipped, never trusted. The newest ``KEEP`` are
-kept.
+A checkpoint that fails any check is skipped, never trusted: bad magic, checksum,
+version or store uuid, a body whose LSN is not the one its name claims, or an LSN past
+the end of the log (a log restored from a backup). The newest ``KEEP`` are kept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from eventstore.state import LayerRecord, State
 MAGIC = b"LAYRCKPT"
 VERSION = 1
 KEEP = 2
-DEFAULT_INTERVAL = 10_000
 
 faults.declare("checkpoint.before-write", "a checkpoint is about to be written")
 faults.declare("checkpoint.after-write", "a checkpoint is in place, older ones not yet pruned")
@@ -65,11 +65,19 @@ def write(root: Path, store_uuid: uuidlib.UUID, position: Position, layers: list
     data = MAGIC + struct.pack("<I", VERSION) + store_uuid.bytes + body
     data += struct.pack("<I", crc32c(data))
     path = directory / f"{lsn:016d}.ckpt"
+    _remove_temp_files(directory)
     faults.point("checkpoint.before-write")
     write_atomic(path, data)
     faults.point("checkpoint.after-write")
     _prune(directory)
     return path
+
+
+def _remove_temp_files(directory: Path) -> None:
+    # a writer killed between its fsync and its rename left one; checkpoints are
+    # written under the log's writer lock, so no other writer is using it
+    for stale in directory.glob(".*.tmp-*"):
+        os.unlink(stale)
 
 
 def _prune(directory: Path) -> None:
@@ -100,6 +108,10 @@ def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint | str:
         body = _decoder.decode(data[28:-4])
     except msgspec.DecodeError as exc:
         return f"undecodable: {exc}"
+    if path.stem.isdigit() and int(path.stem) != body.lsn:
+        return f"holds the state at LSN {body.lsn}, not the LSN its name says"
+    if body.position[2] != body.lsn + 1:
+        return f"position {body.position} does not follow LSN {body.lsn}"
     state = State()
     for rec in body.layers:
         state.put(rec)
@@ -108,9 +120,9 @@ def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint | str:
 
 
 def newest(root: Path, store_uuid: uuidlib.UUID, at_most_lsn: int | None = None,
-           skipped: list[str] | None = None) -> Checkpoint | None:
-    """The newest valid checkpoint (at or before ``at_most_lsn``); damaged ones are
-    skipped (and named in ``skipped``)."""
+           skipped: list[str] | None = None, log_end: int | None = None) -> Checkpoint | None:
+    """The newest valid checkpoint (at or before ``at_most_lsn``); damaged ones, and
+    ones past ``log_end`` (the log's last LSN), are skipped (and named in ``skipped``)."""
     directory = checkpoint_dir(root)
     if not directory.is_dir():
         return None
@@ -122,6 +134,8 @@ def newest(root: Path, store_uuid: uuidlib.UUID, at_most_lsn: int | None = None,
         if at_most_lsn is not None and lsn > at_most_lsn:
             continue
         result = read(path, store_uuid)
+        if log_end is not None and not isinstance(result, str) and result.lsn > log_end:
+            result = f"beyond the end of the log (LSN {log_end})"
         if isinstance(result, str):
             if skipped is not None:
                 skipped.append(f"{path.name}: {result}")
@@ -130,23 +144,12 @@ def newest(root: Path, store_uuid: uuidlib.UUID, at_most_lsn: int | None = None,
     return None
 
 
-def last_lsn(root: Path) -> int:
-    """The LSN of the newest checkpoint file (valid or not), 0 if none."""
-    directory = checkpoint_dir(root)
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return 0
-    lsns = [int(n[:-5]) for n in names if n.endswith(".ckpt") and n[:-5].isdigit()]
-    return max(lsns, default=0)
-
-
 def load_state(root: Path, log, skipped: list[str] | None = None, at_most_lsn: int | None = None) -> State:
     """The fold's state at the log's tail (or at ``at_most_lsn``): the newest valid
     checkpoint, then only the events after it."""
     from eventstore.state import apply
 
-    ckpt = newest(root, log.store_uuid, at_most_lsn, skipped)
+    ckpt = newest(root, log.store_uuid, at_most_lsn, skipped, log_end=log.last_lsn)
     state = ckpt.state if ckpt else State()
     start = ckpt.position if ckpt else None
     for record in log.records(start):

@@ -27,12 +27,48 @@ def default_root() -> str:
     return os.path.join(base, "layerstore")
 
 
-def build_parser() -> argparse.ArgumentParser:
+GLOBAL_WITH_VALUE = {"--root", "--driver"}
+
+
+def find_command(argv: list[str]) -> str | None:
+    """The command word in ``argv`` (skipping global options and their values)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+class _OnlyOne:
+    """Stands in for the subparsers action: builds the parser of one command only
+    (argparse spends milliseconds building thirty of them at every call)."""
+
+    class _Ignored:
+        def add_argument(self, *args, **kwargs) -> None:
+            pass
+
+    def __init__(self, sub, wanted: str):
+        self.sub, self.wanted = sub, wanted
+
+    def add_parser(self, name, **kwargs):
+        if name == self.wanted or self.wanted in kwargs.get("aliases", ()):
+            return self.sub.add_parser(name, **kwargs)
+        return self._Ignored()
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
     p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
     p.add_argument("--driver", default=None, help="storage driver: overlay or vfs (default: overlay where it works)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = find_command(argv) if argv is not None else None
+    if wanted is not None and wanted in KNOWN_COMMANDS:
+        sub = _OnlyOne(sub, wanted)
 
     c = sub.add_parser("create", help="create a layer, optionally from a tar (FILE or - for stdin)")
     c.add_argument("--id", dest="layer_id")
@@ -83,13 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("action", choices=["verify", "dump", "repair"])
     sub.add_parser("recover", help="run recovery now (also sweeps orphans); prints what it did")
     sub.add_parser("failpoints", help="list the failpoints")
+    io = sub.add_parser("import-oci", help="import an image's layers from an OCI layout; prints the top layer id")
+    io.add_argument("reference", metavar="DIR[:TAG]")
+    io.add_argument("--name", help="a name for the top layer")
+    io.add_argument("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)")
+    eo = sub.add_parser("export-oci", help="write the chain ending at a layer as an OCI layout (tag default latest)")
+    eo.add_argument("ref", metavar="TOP_ID")
+    eo.add_argument("reference", metavar="DIR[:TAG]")
+    eo.add_argument("--compress", choices=["gzip", "none", "zstd"], default="gzip")
+    eo.add_argument("--platform", metavar="OS/ARCH", help="os and architecture in the config (default this machine's)")
     return p
 
 
 # --- output -----------------------------------------------------------------------------------
 
 def iso_time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    # every digit (RFC 3339 with nanoseconds): a time copied into --since/--until/--at
+    # must land on the same side of each event as the event it was copied from
+    return f"{datetime.fromtimestamp(ns // 10**9, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}.{ns % 10**9:09d}Z"
 
 
 def as_dict(rec) -> dict:
@@ -159,7 +206,9 @@ def open_store(args, readonly: bool):
 
     # A CLI call lives for milliseconds: its holds belong to the process that called it
     # (the shell or program driving the CLI), released by recovery when that one exits.
-    return LayerStore.open(args.root, args.driver, readonly=readonly, owner=holder_for(os.getppid()))
+    # ``recover`` runs recovery itself, so that it can print what it did.
+    return LayerStore.open(args.root, args.driver, readonly=readonly, recover=args.command != "recover",
+                           owner=holder_for(os.getppid()))
 
 
 def run(args) -> int:
@@ -352,9 +401,9 @@ def _compressor(kind: str, out):
 
 
 def cmd_history(store, args) -> int:
-    from replay.audit import history, parse_time
+    from replay.audit import history, parse_time, resolve_layer
 
-    layer_id = store.lookup(args.ref).id if args.ref else None
+    layer_id = resolve_layer(store, args.ref) if args.ref else None  # deleted layers too
     entries = list(history(store, layer_id, parse_time(args.since) if args.since else None,
                            parse_time(args.until) if args.until else None, args.types))
     if args.json:
@@ -463,17 +512,51 @@ def cmd_failpoints(args) -> int:
     return 0
 
 
+def cmd_import_oci(store, args) -> int:
+    import msgspec
+
+    from eventstore.oci import import_oci, parse_platform, parse_reference
+    from eventstore.oci.importer import terminal_progress
+
+    path, tag = parse_reference(args.reference)
+    platform = parse_platform(args.platform) if args.platform else None
+    result = import_oci(store, path, tag, name=args.name, platform=platform,
+                        progress=terminal_progress if sys.stderr.isatty() else None)
+    emit_json(dict(msgspec.to_builtins(result), id=result.top)) if args.json else print(result.top)
+    return 0
+
+
+def cmd_export_oci(store, args) -> int:
+    import msgspec
+
+    from eventstore.oci import export_oci, parse_platform, parse_reference
+
+    path, tag = parse_reference(args.reference)
+    platform = parse_platform(args.platform) if args.platform else None
+    result = export_oci(store, args.ref, path, tag or "latest", compression=args.compress, platform=platform)
+    emit_json(msgspec.to_builtins(result)) if args.json else print(result.manifest)
+    return 0
+
+
+KNOWN_COMMANDS = {
+    "create", "layers", "layer", "exists", "refs", "fs-info", "metadata", "delete", "hold", "release",
+    "mount", "umount", "unmount", "by-digest", "diff", "history", "state", "checkpoint", "check", "log",
+    "recover", "failpoints", "import-oci", "export-oci",
+}
+
 COMMANDS = {
     "create": cmd_create, "layers": cmd_layers, "layer": cmd_layer, "exists": cmd_exists,
     "refs": cmd_refs, "delete": cmd_delete, "hold": cmd_hold, "release": cmd_release,
     "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "by-digest": cmd_by_digest,
     "fs-info": cmd_fs_info, "metadata": cmd_metadata, "diff": cmd_diff, "history": cmd_history,
     "recover": cmd_recover, "state": cmd_state, "checkpoint": cmd_checkpoint, "check": cmd_check,
+    "import-oci": cmd_import_oci, "export-oci": cmd_export_oci,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     args.root = args.root or default_root()
     from eventstore.errors import LayerStoreError
 

@@ -76,6 +76,11 @@ class IndexState:
 
     Only the layers an operation touches are read; changes stay in memory until
     ``flush`` writes them in the projection's transaction.
+
+    ``flush`` writes rows in the order of their last change. Each write puts a row at
+    the end of its table, so a projection that flushes after every event and a rebuild
+    that flushes thousands at once leave the tables in the same order: a rebuild is
+    identical, row for row (DESIGN §3).
     """
 
     def __init__(self, conn: sqlite3.Connection):
@@ -83,7 +88,7 @@ class IndexState:
         self._cache: dict[str, LayerRecord | None] = {}
         self._names: dict[str, str | None] = {}
         self._children_delta: dict[str, int] = {}
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, None] = {}  # ordered by last change
         self.lsn = 0
 
     def get(self, layer_id: str) -> LayerRecord | None:
@@ -102,17 +107,28 @@ class IndexState:
         (count,) = self._conn.execute("SELECT count(*) FROM layers WHERE parent = ?", (layer_id,)).fetchone()
         return count + self._children_delta.get(layer_id, 0) > 0
 
+    def _set_owner(self, name: str, owner: str | None) -> None:
+        self._names.pop(name, None)  # to the end: flush follows the order of last change
+        self._names[name] = owner
+
+    def _touch(self, layer_id: str) -> None:
+        self._dirty.pop(layer_id, None)
+        self._dirty[layer_id] = None
+
     def put(self, rec: LayerRecord, old_names: Iterable[str] = ()) -> None:
         existed = self.get(rec.id) is not None
+        kept = set(rec.names)
+        # only names that change are written: an unchanged name keeps its row (and place)
         for name in old_names:
-            if self.owner_of(name) == rec.id:
-                self._names[name] = None
+            if name not in kept and self.owner_of(name) == rec.id:
+                self._set_owner(name, None)
         for name in rec.names:
-            self._names[name] = rec.id
+            if self.owner_of(name) != rec.id:
+                self._set_owner(name, rec.id)
         if not existed and rec.parent:
             self._children_delta[rec.parent] = self._children_delta.get(rec.parent, 0) + 1
         self._cache[rec.id] = rec
-        self._dirty.add(rec.id)
+        self._touch(rec.id)
 
     def drop(self, layer_id: str) -> None:
         rec = self.get(layer_id)
@@ -120,11 +136,11 @@ class IndexState:
             return
         for name in rec.names:
             if self.owner_of(name) == layer_id:
-                self._names[name] = None
+                self._set_owner(name, None)
         if rec.parent:
             self._children_delta[rec.parent] = self._children_delta.get(rec.parent, 0) - 1
         self._cache[layer_id] = None
-        self._dirty.add(layer_id)
+        self._touch(layer_id)
 
     def flush(self) -> None:
         """Write every changed layer and name (inside the caller's transaction)."""

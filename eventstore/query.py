@@ -37,7 +37,7 @@ class Reader:
     def meta(self, key: str) -> str | None:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError:  # no table yet, or not a database at all: not current
             return None
         return row[0] if row else None
 
@@ -73,7 +73,9 @@ class Reader:
                                      f"{matches[1][:12]}, ...")
             if matches:
                 return self.layer(matches[0])
-        raise LayerNotFound(f"layer {ref}: not found")
+        # a ref is caller input: quoted when it holds control characters (one line, no
+        # terminal escapes in an error message)
+        raise LayerNotFound(f"layer {ref if ref.isprintable() and ref else repr(ref)}: not found")
 
     def exists(self, ref: str) -> bool:
         try:

@@ -40,12 +40,19 @@ def recover_store(store: "LayerStore", *, sweep: bool | None = None) -> list[str
         for rec in store.index.needing_attention():
             _recover_layer(store, rec, boot, actions)
         if sweep:
+            # Forget the mark first: a sweep killed half-way (even one asked for by
+            # ``layerstore recover`` in a boot already swept) is redone by the next open.
+            _set_swept_boot(store, "")
             _sweep_orphans(store, actions)
-            store.index._transaction(lambda: store.index.conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('swept_boot', ?)", (boot,)))
+            _set_swept_boot(store, boot)
         if actions:
             store._append(ev.RecoveryFinished(actions=len(actions)))
     return actions
+
+
+def _set_swept_boot(store: "LayerStore", boot: str) -> None:
+    store.index._transaction(lambda: store.index.conn.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('swept_boot', ?)", (boot,)))
 
 
 def _start(store: "LayerStore", actions: list[str]) -> None:
@@ -77,6 +84,8 @@ def _recover_layer(store: "LayerStore", rec: LayerRecord, boot: str, actions: li
                 store._append(ev.HoldReleased(layer=rec.id, holder=holder))
                 actions.append(f"released hold of dead pid {holder.pid} on {rec.id}")
     except Exception as exc:  # one bad layer must not fail the whole store
+        if rec.quarantined:
+            return  # reported once already: an open that changes nothing records nothing
         _start(store, actions)
         store._append(ev.LayerQuarantined(layer=rec.id, reason=f"recovery failed: {exc}"))
         actions.append(f"quarantined {rec.id}: {exc}")

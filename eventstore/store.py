@@ -11,21 +11,24 @@ a crash anywhere leaves an incomplete layer with a dead owner, which recovery
 from __future__ import annotations
 
 import os
-import secrets
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from eventstore import checkpoint, errors, faults, process
+from eventstore import errors, faults, process
 from eventstore import events as ev
 from eventstore.drivers import Driver, default_driver, open_driver
 from eventstore.events import Holder, stamp
 from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.index import Index
-from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord
+from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
+from eventstore.log.format import HEADER_SIZE, decode_header
+from eventstore.log.reader import read_from
+from eventstore.log.segment import list_segments
 from eventstore.names import check_digest, check_id, check_name
-from eventstore.state import LayerRecord, check
+from eventstore.state import LayerRecord, apply, check
 
 for _name, _doc in [
     ("store.create.after-intent", "the intent event is durable, no driver work yet"),
@@ -37,6 +40,47 @@ for _name, _doc in [
     ("store.umount.after-driver", "the kernel dropped the mount, the count is not yet recorded"),
 ]:
     faults.declare(_name, _doc)
+
+
+CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
+
+
+def _newest_checkpoint_lsn(root: Path) -> int:
+    # eventstore.checkpoint.last_lsn, without importing that module on every CLI call
+    try:
+        names = os.listdir(root / "checkpoints")
+    except FileNotFoundError:
+        return 0
+    return max((int(n[:-5]) for n in names if n.endswith(".ckpt") and n[:-5].isdigit()), default=0)
+
+
+def _open_index(path: Path) -> Index:
+    """The read models at ``path``; a file SQLite cannot read (damaged, or not a
+    database at all) is derived data: dropped, to be rebuilt from the log."""
+    try:
+        return Index(path)
+    except sqlite3.OperationalError:
+        raise  # busy, locked, out of space: nothing wrong with the file
+    except sqlite3.DatabaseError:
+        Index.remove(path)
+        return Index(path)
+
+
+def _resume_point(root: Path, index: Index) -> Position | None:
+    """Where the log may start checking: the index's position, but only when the index
+    was projected from this very log. Another store's index.db (copied over ours) names
+    an offset that can fall inside one of our records, which the log would take for
+    damage: refused as corruption, or cut off as a torn tail, acknowledged events and all."""
+    position = index.position()
+    if position is None:
+        return None
+    segments = list_segments(root / "log")
+    if not segments:
+        return None
+    header = decode_header(read_from(segments[0][1], 0)[:HEADER_SIZE])
+    if isinstance(header, str) or str(header.store_uuid) != index.store_uuid:
+        return None
+    return position
 
 
 class LayerStore:
@@ -54,7 +98,7 @@ class LayerStore:
         self.owner = owner  # who holds taken through this handle belong to
         self.process = process.this_process()  # who finishes this handle's creates and deletes
         self._foreign: list[LogRecord] = []
-        self.checkpoint_interval = checkpoint.DEFAULT_INTERVAL
+        self.checkpoint_interval = CHECKPOINT_INTERVAL
         self._checkpoint_lsn: int | None = None  # read on the first append
 
     @property
@@ -78,11 +122,11 @@ class LayerStore:
         elif not (root / "log").is_dir():
             raise errors.StorageError(f"no layer store at {root}")
         driver_name, new_store = cls._driver_name(root, driver, readonly)
-        index = Index(root / "index.db")
+        index = _open_index(root / "index.db")
         store = None
         try:
             log = EventLog.open(root, writer=not readonly, create=not readonly, segment_size=segment_size,
-                                resume=index.position())
+                                resume=_resume_point(root, index))
             store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=new_store)
             if new_store and not readonly:
                 store.driver  # a new store fails now, not at its first mount, if the driver cannot run
@@ -120,10 +164,15 @@ class LayerStore:
         ahead of it or from another store)."""
         position = self.index.position()
         uuid = self.index.store_uuid
+        # Others may have appended (and projected) since we read the log: read it to its
+        # end *after* taking the position, so that an index ahead of the log really is.
+        # (Rebuilding unlinks index.db under every other process using it.)
+        self.log.catch_up()
         if (uuid and uuid != str(self.log.store_uuid)) or (position and position.lsn - 1 > self.log.last_lsn):
             self.rebuild_index()
-            return
-        self.index.catch_up(self.log)
+        else:
+            self.index.catch_up(self.log)
+        self._foreign.clear()  # projected just now
 
     def rebuild_index(self) -> None:
         """Drop the read models and project the whole log again."""
@@ -161,18 +210,21 @@ class LayerStore:
     def _append(self, *events: ev.Event) -> int:
         """Check, append durably, project. Must be called while deciding."""
         state = self.index.state()
-        for event in events:
+        for event in events:  # each checked on the state the ones before it leave
             check(state, event)
+            apply(state, 0, event)
         stamped = [stamp(e) for e in events]
         lsns = self.log.append_many(stamped)
         self.index.apply([LogRecord(lsns[0], stamped, self.log.tail)], str(self.log.store_uuid))
         if self._checkpoint_lsn is None:
-            self._checkpoint_lsn = checkpoint.last_lsn(self.root)
+            self._checkpoint_lsn = _newest_checkpoint_lsn(self.root)
         if lsns[-1] - self._checkpoint_lsn >= self.checkpoint_interval:
             self._write_checkpoint()
         return lsns[-1]
 
     def _write_checkpoint(self) -> Path:
+        from eventstore import checkpoint
+
         position = self.index.position()
         assert position is not None
         path = checkpoint.write(self.root, self.log.store_uuid, position, self.index.layers())
@@ -229,11 +281,13 @@ class LayerStore:
                writable: bool = False, content: BinaryIO | None = None,
                compressed_digest: str | None = None, diff_digest: str | None = None,
                mount_label: str = "", max_size: int | None = None,
-               progress: Callable[[int], None] | None = None) -> str:
+               progress: Callable[[int], None] | None = None, hold: Holder | None = None) -> str:
         """Create a layer (optionally filled from a tar stream); its id.
 
         An id that exists already with the same parent gets a hold and is returned (the
-        seed's rule); with another parent it is ``LayerExists``.
+        seed's rule); with another parent it is ``LayerExists``. The hold is the
+        handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
+        same event batch that completes it (no delete can come between).
         """
         if layer_id is not None:
             check_id(layer_id)
@@ -247,7 +301,7 @@ class LayerStore:
             if layer_id is not None:
                 existing = self.index.layer(layer_id)
                 if existing is not None:
-                    return self._create_existing(existing, parent_id)
+                    return self._create_existing(existing, parent_id, hold or self.owner)
             else:
                 layer_id = self._new_id()
             self._append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
@@ -260,19 +314,20 @@ class LayerStore:
             self._undo_create(layer_id, exc)
             raise
         with self._deciding():
-            self._append(ev.LayerCompleted(layer=layer_id, **result))
+            held = [ev.HoldAdded(layer=layer_id, holder=hold)] if hold is not None else []
+            self._append(ev.LayerCompleted(layer=layer_id, **result), *held)
         return layer_id
 
-    def _create_existing(self, existing: LayerRecord, parent_id: str | None) -> str:
+    def _create_existing(self, existing: LayerRecord, parent_id: str | None, holder: Holder) -> str:
         if existing.parent != parent_id:
             raise errors.LayerExists(f"layer {existing.id}: exists with parent {existing.parent or 'none'}, "
                                      f"not {parent_id or 'none'}")
-        self._append(ev.HoldAdded(layer=existing.id, holder=self.owner))
+        self._append(ev.HoldAdded(layer=existing.id, holder=holder))
         return existing.id
 
     def _new_id(self) -> str:
         while True:
-            layer_id = secrets.token_hex(32)
+            layer_id = os.urandom(32).hex()
             if self.index.layer(layer_id) is None:
                 return layer_id
 
@@ -336,7 +391,7 @@ class LayerStore:
     # --- holds ----------------------------------------------------------------------------------
 
     def _holder(self, lease: str | None, holder: Holder | None) -> Holder:
-        if lease:
+        if lease is not None:  # an empty lease is invalid, not "no lease"
             return Holder(lease=check_name(lease, "lease"))
         return holder or self.owner
 
@@ -352,7 +407,7 @@ class LayerStore:
         holder: this process's own hold, else the most recent process hold."""
         with self._deciding():
             rec = self.lookup(ref)
-            if lease or holder:
+            if lease is not None or holder:
                 chosen = self._holder(lease, holder)
             else:
                 chosen = self.owner if self.owner in rec.holds else next(
@@ -374,6 +429,12 @@ class LayerStore:
                     and rec.owner != self.process:
                 raise errors.LayerIncomplete(f"layer {rec.id}: still being created by pid {rec.owner.pid}")
             if rec.mount_count and force:
+                if not rec.deleting:
+                    # the other rules (held, parent) first, on the state the unmount would
+                    # leave: a refused delete must not have unmounted anything
+                    after_unmount = self.index.state()
+                    apply(after_unmount, 0, ev.LayerUnmounted(layer=rec.id, force=True))
+                    check(after_unmount, ev.LayerMarkedIncomplete(layer=rec.id))
                 self.driver.unmount(rec.id)
                 self._append(ev.LayerUnmounted(layer=rec.id, force=True))
             if not rec.deleting:

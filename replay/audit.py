@@ -3,13 +3,14 @@ LSN or a moment, deleted layers included."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import msgspec
 
 from eventstore import checkpoint
-from eventstore.errors import InvalidArgument
+from eventstore.errors import AmbiguousLayer, InvalidArgument, LayerNotFound
 from eventstore.state import LayerRecord, State
 
 
@@ -22,19 +23,36 @@ class HistoryEntry(msgspec.Struct):
     details: dict
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_SECONDS = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_ISO_FRACTION = re.compile(r"^(.*\d{2}:\d{2}:\d{2})[.,](\d+)(.*)$")
+
+
+def _nanoseconds(fraction: str) -> int:
+    return int(fraction[:9].ljust(9, "0")) if fraction else 0
+
+
 def parse_time(text: str) -> int:
-    """An ISO 8601 time (UTC if no zone) or seconds since the epoch, as nanoseconds."""
+    """An ISO 8601 time (UTC if no zone) or seconds since the epoch, as nanoseconds.
+
+    Exact: event times are nanoseconds, and a time copied from ``history`` must fall on
+    the same side of every event as the event it was copied from (a float would not).
+    """
+    text = text.strip()
+    epoch = _EPOCH_SECONDS.match(text)
+    if epoch:
+        return int(epoch[1]) * 1_000_000_000 + _nanoseconds(epoch[2])
+    fraction = _ISO_FRACTION.match(text)
+    whole = fraction[1] + fraction[3] if fraction else text
     try:
-        return int(float(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(whole.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidArgument(f"invalid time {text!r}: want ISO 8601 (2026-11-27T10:00:00Z) or epoch seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1e9)
+    delta = moment - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds
+    return seconds * 1_000_000_000 + _nanoseconds(fraction[2] if fraction else "")
 
 
 def history(store, layer: str | None = None, since: int | None = None, until: int | None = None,
@@ -60,6 +78,22 @@ def history(store, layer: str | None = None, since: int | None = None, until: in
     for lsn, time, layer_id, type_, pid, uid, program, details in rows:
         yield HistoryEntry(lsn, time, type_, layer_id, {"pid": pid, "uid": uid, "program": program},
                            json.loads(details))
+
+
+def resolve_layer(store, ref: str) -> str:
+    """The layer id ``ref`` names: a layer the store has (id, name or id prefix), else one
+    the log once had (id or unique id prefix), so that a deleted layer keeps its history."""
+    try:
+        return store.lookup(ref).id
+    except LayerNotFound:
+        rows = store.index.conn.execute(
+            "SELECT DISTINCT layer FROM history WHERE layer >= ? AND layer < ? ORDER BY layer LIMIT 2",
+            (ref, ref + "\U0010ffff")).fetchall()
+        if len(rows) == 1 and (rows[0][0] == ref or len(ref) < 64):
+            return rows[0][0]
+        if len(rows) > 1:
+            raise AmbiguousLayer(f"layer prefix {ref!r} is ambiguous in the history") from None
+        raise
 
 
 def lsn_at_time(store, when: int) -> int:

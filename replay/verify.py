@@ -1,6 +1,7 @@
 """Verification: re-derive everything from the log and compare with what the store has.
 
-- the read models (layers, names, history) against a fold of the whole log;
+- the read models (layers with their query columns, names, every history row) against
+  a fold of the whole log;
 - every complete layer's driver data (and tar-split) exists;
 - with ``content``: every layer made from a tar regenerates it exactly (diff digest),
   and a damaged layer is named with the first path whose bytes differ.
@@ -12,13 +13,14 @@ import hashlib
 
 import msgspec
 
-from eventstore.state import fold
+from eventstore.index import history_row
+from eventstore.state import State, apply
 
 
 def check(store, content: bool = False) -> list[str]:
     """Every problem found, one line each (empty: all is well)."""
     problems: list[str] = []
-    state = fold(store.log.events())
+    state = _fold_comparing_history(store, problems)
     indexed = {rec.id: rec for rec in store.index.layers()}
     for layer_id in sorted(set(indexed) | set(state.layers)):
         want, have = state.layers.get(layer_id), indexed.get(layer_id)
@@ -29,13 +31,11 @@ def check(store, content: bool = False) -> list[str]:
         elif msgspec.to_builtins(want) != msgspec.to_builtins(have):
             fields = [f for f in want.__struct_fields__ if getattr(want, f) != getattr(have, f)]
             problems.append(f"layer {layer_id}: read model differs from the log in {', '.join(fields)}")
+    problems.extend(_check_query_columns(store, state))
     names = dict(store.index.conn.execute("SELECT name, layer FROM names"))
     if names != state.names:
         problems.append(f"names: read model has {len(names)}, the log says {len(state.names)} "
                         f"(differing: {sorted(set(names.items()) ^ set(state.names.items()))[:3]})")
-    (history_rows,) = store.index.conn.execute("SELECT count(*) FROM history").fetchone()
-    if history_rows != store.log.last_lsn:
-        problems.append(f"history: {history_rows} rows for {store.log.last_lsn} events")
     for rec in state.layers.values():
         if rec.incomplete:
             continue
@@ -49,6 +49,53 @@ def check(store, content: bool = False) -> list[str]:
             problem = _check_content(store, rec)
             if problem:
                 problems.append(problem)
+    return problems
+
+
+def _fold_comparing_history(store, problems: list[str]) -> State:
+    """The fold of the whole log; on the way, each history row against its event."""
+    state = State()
+    rows = iter(store.index.conn.execute("SELECT * FROM history ORDER BY lsn"))
+    row = next(rows, None)
+    differing, missing, extra = [], [], []
+    for lsn, event in store.log.events():
+        apply(state, lsn, event)
+        state.lsn = lsn
+        while row is not None and row[0] < lsn:
+            extra.append(row[0])
+            row = next(rows, None)
+        if row is None or row[0] != lsn:
+            missing.append(lsn)
+            continue
+        if tuple(row) != history_row(lsn, event):
+            differing.append(lsn)
+        row = next(rows, None)
+    extra.extend(r[0] for r in ([row] if row is not None else []) + list(rows))
+    for what, lsns in (("differ from the log", differing), ("are missing", missing),
+                       ("have no event in the log", extra)):
+        if lsns:
+            problems.append(f"history: rows for {len(lsns)} LSN(s) {what} (first: {lsns[:5]})")
+    return state
+
+
+def _check_query_columns(store, state: State) -> list[str]:
+    """The columns lookups and recovery query (digests, parent, counts) must say what
+    the record in the same row says; ``needing_attention`` trusts them, not the record."""
+    problems = []
+    rows = store.index.conn.execute(
+        "SELECT id, parent, created, compressed_digest, diff_digest, incomplete, mount_count, hold_refs, "
+        "process_holds, created_lsn FROM layers")
+    for row in rows:
+        rec = state.layers.get(row[0])
+        if rec is None:
+            continue  # reported already
+        want = (rec.id, rec.parent, rec.created, rec.compressed_digest, rec.diff_digest, int(rec.incomplete),
+                rec.mount_count, rec.hold_refs, sum(1 for h in rec.holds if not h.lease), rec.created_lsn)
+        if tuple(row) != want:
+            columns = ["id", "parent", "created", "compressed_digest", "diff_digest", "incomplete", "mount_count",
+                       "hold_refs", "process_holds", "created_lsn"]
+            wrong = [c for c, have, expected in zip(columns, row, want) if have != expected]
+            problems.append(f"layer {rec.id}: read model columns differ from the log in {', '.join(wrong)}")
     return problems
 
 

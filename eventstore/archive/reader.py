@@ -307,7 +307,11 @@ class TarReader:
     def _padding(self, size: int) -> None:
         pad = -size % BLOCK
         if pad:
-            self._split.raw(self._read(pad, "padding"))
+            # A stream may end inside the last entry's padding: umoci 0.4.7's `insert`
+            # writes such tars, and Go's archive/tar (so containers/storage) reads them.
+            # The payload is whole; the bytes that are there are kept for the digest,
+            # and the next header read finds the end (accepted, as a missing end marker is).
+            self._split.raw(self._read_upto(pad))
 
     def _trailing(self, marker: int) -> None:
         """After the first zero block only zero bytes may follow (the second zero

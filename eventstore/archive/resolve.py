@@ -27,6 +27,10 @@ class PathMissing(ResolveError):
     pass
 
 
+class NotADirectory(ResolveError):
+    """A component that must be a directory is something else (not a symlink)."""
+
+
 class Resolver:
     """Directory fds by their real path under one root, opened once and cached.
 
@@ -45,8 +49,8 @@ class Resolver:
                   ) -> tuple[int, bytes]:
         """The fd and real path of the directory ``comps`` names.
 
-        ``create`` makes missing directories (0755, like every tar tool);
-        ``follow=False`` refuses symlinks instead of following them.
+        ``create`` makes missing directories (0755, like every tar tool) up to the
+        first symlink; ``follow=False`` refuses symlinks instead of following them.
         """
         if not comps:
             return self.root_fd, b""
@@ -73,13 +77,22 @@ class Resolver:
             path = b"/".join(real) + b"/" + comp if real else comp
             cached = self._cache.get(path)
             if cached is None:
-                target = self._open_step(fd, comp, path, create)
+                try:
+                    target = self._open_step(fd, comp, path, create)
+                except PathMissing as err:
+                    if hops:
+                        raise PathMissing(f"{err} (reached through a symlink; tar entries "
+                                          "do not create directories behind symlinks)") from None
+                    raise
                 if isinstance(target, bytes):
                     hops += 1
                     if not follow:
                         raise ResolveError(f"{_show(path)} is a symlink")
                     if hops > MAX_SYMLINK_HOPS:
                         raise ResolveError(f"too many levels of symlinks at {_show(path)}")
+                    # a symlink may lead to existing directories only: no tar entry
+                    # makes directories appear at a link's (possibly dangling) target
+                    create = False
                     if target.startswith(b"/"):
                         real, fd = [], self.root_fd
                     pending.extend(target.split(b"/")[::-1])
@@ -101,12 +114,12 @@ class Resolver:
                 raise
             st = os.lstat(comp, dir_fd=fd)
             if not stat.S_ISLNK(st.st_mode):
-                raise ResolveError(f"{_show(path)} is not a directory") from None
+                raise NotADirectory(f"{_show(path)} is not a directory") from None
             target = os.readlink(comp, dir_fd=fd)
             if not target:
                 raise PathMissing(f"{_show(path)} is an empty symlink") from None
             return target
-        os.mkdir(comp, 0o755, dir_fd=fd)
+        os.mkdir(comp, 0o700, dir_fd=fd)
         new = os.open(comp, _DIR_FLAGS, dir_fd=fd)
         os.fchmod(new, 0o755)  # exact mode whatever the umask
         if self._on_created is not None:

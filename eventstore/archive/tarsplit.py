@@ -226,10 +226,11 @@ class TarSplitReader:
                 except zstandard.ZstdError as err:
                     raise TarSplitError(f"tar-split frame at {offset}: {err}") from None
                 for record in _parse_records(data, offset):
-                    if not isinstance(record, bytes):
-                        record = type(record)(payload_id, record.path,
-                                              record.size if isinstance(record, FileRef)
-                                              else record.segments)
+                    if isinstance(record, FileRef):
+                        record = FileRef(payload_id, record.path, record.size)
+                        payload_id += 1
+                    elif isinstance(record, SparseRef):
+                        record = SparseRef(payload_id, record.path, record.segments)
                         payload_id += 1
                     yield record
             elif kind != KIND_BLOB:  # blobs are read through the footer's index

@@ -3,6 +3,7 @@ records. docs/log-format.md is the specification; this file follows it."""
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid as uuidlib
 from typing import NamedTuple
@@ -41,7 +42,7 @@ class SegmentHeader(NamedTuple):
     def salt(self) -> int:
         """Seed of every record CRC in this segment: bytes copied from another segment
         or another store never validate here."""
-        return crc32c(encode_header(self)[:HEADER.size])
+        return _salt(self)
 
 
 class RecordHeader(NamedTuple):
@@ -56,6 +57,12 @@ class RecordHeader(NamedTuple):
     @property
     def size(self) -> int:
         return RECORD_HEADER_SIZE + self.length + self.padding
+
+
+@functools.lru_cache(maxsize=64)
+def _salt(header: SegmentHeader) -> int:
+    # Every append needs its segment's salt; a header never changes once written.
+    return crc32c(encode_header(header)[:HEADER.size])
 
 
 def crc32c(data: bytes | memoryview, seed: int = 0) -> int:

@@ -1,0 +1,450 @@
+"""Apply tar entries to a directory tree, inside it only (docs/security.md).
+
+Every path is resolved by ``Resolver`` from the root's fd; the last component of a name
+is never followed: an existing entry there is removed (a directory is emptied without
+following anything inside it) before the new one is made with ``O_EXCL``/``mknod``/
+``symlink``, so no write ever goes through a symlink. Directory times are set at the
+end, after their contents.
+
+A regular file's payload is referenced from the tar-split by its real path; when a
+later entry removes or replaces that file, its bytes are first copied into the
+tar-split (a blob), so the original stream can still be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from eventstore.archive.reader import Entry, TarReader
+from eventstore.archive.resolve import NotADirectory, PathMissing, ResolveError, Resolver
+from eventstore.archive.tarsplit import TarSplitWriter
+
+MAX_PATH = 4096
+MAX_NAME = 255
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+AUFS_META = b".wh..wh."
+OVERLAY_OPAQUE_XATTR = b"trusted.overlay.opaque"
+# overlayfs keeps its own bookkeeping in these namespaces; a layer must not bring any
+RESERVED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Refused(Exception):
+    """The entry cannot be applied; the message says why (the caller names the entry)."""
+
+
+def member_path(name: bytes, what: str = "name") -> list[bytes]:
+    """The components of a member name inside the root ([] is the root itself).
+
+    A leading ``/`` is dropped (contained, as GNU tar does); ``..`` anywhere is refused
+    (as GNU tar does), since no layer needs it and it only serves escapes.
+    """
+    if b"\0" in name:
+        raise Refused(f"NUL byte in the {what}")
+    if len(name) > MAX_PATH:
+        raise Refused(f"{what} is {len(name)} bytes long (the limit is {MAX_PATH})")
+    comps = [c for c in name.split(b"/") if c and c != b"."]
+    for comp in comps:
+        if comp == b"..":
+            raise Refused(f"'..' in the {what}")
+        if len(comp) > MAX_NAME:
+            raise Refused(f"a component of the {what} is longer than {MAX_NAME} bytes")
+    return comps
+
+
+class Extractor:
+    """Applies the entries of one tar to ``root_fd`` ("overlay" or "delete" whiteouts)."""
+
+    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter):
+        self._overlay = whiteout_format == "overlay"
+        self._split = split
+        self._root_fd = root_fd
+        # delete format only: real paths this tar made, and their ancestors (an opaque
+        # marker hides what lower layers put in a directory, not what this one did)
+        self._touched: set[bytes] | None = None if self._overlay else set()
+        self.resolver = Resolver(root_fd, on_created=self._touch)
+        self._refs: dict[bytes, tuple[int, int, list[tuple[int, int]] | None]] = {}
+        self._dir_times: dict[bytes, tuple[int, int]] = {}
+
+    def close(self) -> None:
+        self.resolver.close()
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def apply(self, entry: Entry, reader: TarReader) -> None:
+        self.resolver.trim()
+        comps = member_path(entry.name)
+        if not comps:
+            self._root(entry)
+            return
+        if comps[0].startswith(AUFS_META) and comps != [OPAQUE_MARKER]:
+            return  # aufs bookkeeping (.wh..wh.plnk/, .wh..wh.aufs): not layer content
+        base = comps[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            try:
+                parent_fd, parent_real = self.resolver.directory(comps[:-1], create=True)
+            except NotADirectory:
+                # "rm -rf d; echo > d" gives d, then d/.wh.x (umoci writes this): nothing
+                # can be below a non-directory, so the whiteout has nothing to hide
+                # (containers/storage skips it on ENOTDIR too)
+                return
+            self._whiteout(entry, parent_fd, parent_real, base)
+            return
+        parent_fd, parent_real = self.resolver.directory(comps[:-1], create=True)
+        real = parent_real + b"/" + base if parent_real else base
+        kind = entry.kind
+        if kind == "file":
+            self._file(entry, reader, parent_fd, base, real)
+        elif kind == "dir":
+            self._directory(entry, parent_fd, base, real)
+        elif kind == "symlink":
+            self._symlink(entry, parent_fd, base, real)
+        elif kind == "hardlink":
+            self._hardlink(entry, parent_fd, base, real)
+        elif kind in ("chardev", "blockdev", "fifo"):
+            self._node(entry, parent_fd, base, real)
+        # "volume" labels carry nothing to extract
+        if self._touched is not None:
+            self._touch(real)
+
+    def finish(self) -> None:
+        """Set directory times, now that nothing more is written into them."""
+        for real, (atime, mtime) in self._dir_times.items():
+            if not real:
+                fd = self._root_fd
+            else:
+                try:
+                    fd, _ = self.resolver.directory(real.split(b"/"), create=False,
+                                                    follow=False)
+                except ResolveError:
+                    continue  # replaced or removed by a later entry
+            _set_times(fd, None, atime, mtime)
+
+    # --- entry kinds --------------------------------------------------------------------
+
+    def _root(self, entry: Entry) -> None:
+        if entry.kind != "dir":
+            raise Refused("the entry would replace the layer's root directory")
+        self._metadata_fd(entry, self._root_fd)
+        self._dir_times[b""] = (_atime(entry), entry.mtime_ns)
+
+    def _file(self, entry: Entry, reader: TarReader, parent_fd: int, base: bytes,
+              real: bytes) -> None:
+        fd = self._create(parent_fd, base, real,
+                          lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=parent_fd))
+        try:
+            if entry.segments is None:
+                for piece in reader.payload_pieces(entry.size):
+                    _write_all(fd, piece)
+                payload_id = self._split.file(real, entry.size)
+            else:
+                for offset, length in entry.segments:
+                    for piece in reader.payload_pieces(length):
+                        offset += _pwrite_all(fd, piece, offset)
+                os.ftruncate(fd, entry.real_size)  # the trailing hole, if any
+                payload_id = self._split.sparse(real, entry.segments)
+            self._refs[real] = (payload_id, entry.size, entry.segments)
+            self._metadata_fd(entry, fd)
+            _set_times(fd, None, _atime(entry), entry.mtime_ns)
+        finally:
+            os.close(fd)
+
+    def _directory(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
+        try:
+            os.mkdir(base, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            st = os.lstat(base, dir_fd=parent_fd)
+            if not stat.S_ISDIR(st.st_mode):
+                self._remove(parent_fd, base, real, st)
+                os.mkdir(base, 0o700, dir_fd=parent_fd)
+        fd, _ = self.resolver.directory(real.split(b"/"), create=False, follow=False)
+        self._metadata_fd(entry, fd)
+        self._dir_times[real] = (_atime(entry), entry.mtime_ns)
+
+    def _symlink(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
+        target = entry.linkname
+        if b"\0" in target:
+            raise Refused("NUL byte in the symlink target")
+        if not target or len(target) >= MAX_PATH:
+            raise Refused("symlink target is empty or longer than 4095 bytes")
+        self._create(parent_fd, base, real,
+                     lambda: os.symlink(target, base, dir_fd=parent_fd))
+        self._metadata_at(entry, parent_fd, base, chmod=False)
+
+    def _hardlink(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
+        comps = member_path(entry.linkname, "hardlink target")
+        if not comps:
+            raise Refused("hardlink to the layer's root directory")
+        shown = entry.linkname.decode("utf-8", "backslashreplace")
+        try:
+            source_fd, source_parent = self.resolver.directory(comps[:-1], create=False)
+        except PathMissing:
+            raise Refused(f"hardlink target {shown} does not exist") from None
+        source = source_parent + b"/" + comps[-1] if source_parent else comps[-1]
+        if source == real:
+            if not _exists(parent_fd, base):
+                raise Refused(f"hardlink target {shown} does not exist")
+            return  # a link to itself: nothing to do
+        try:
+            st = os.lstat(comps[-1], dir_fd=source_fd)
+        except FileNotFoundError:
+            raise Refused(f"hardlink target {shown} does not exist") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise Refused(f"hardlink target {shown} is a directory")
+
+        def link() -> None:
+            os.link(comps[-1], base, src_dir_fd=source_fd, dst_dir_fd=parent_fd,
+                    follow_symlinks=False)
+        try:
+            self._create(parent_fd, base, real, link)
+        except FileNotFoundError:  # the replaced entry held the target
+            raise Refused(f"hardlink target {shown} was removed by this entry") from None
+
+    def _node(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
+        mode = entry.mode & 0o7777
+        if entry.kind == "fifo":
+            def make() -> None:
+                os.mkfifo(base, 0o600, dir_fd=parent_fd)
+        else:
+            kind = stat.S_IFCHR if entry.kind == "chardev" else stat.S_IFBLK
+            try:
+                device = os.makedev(entry.devmajor, entry.devminor)
+            except (OverflowError, ValueError):
+                raise Refused("device number out of range") from None
+
+            def make() -> None:
+                os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+        try:
+            self._create(parent_fd, base, real, make)
+        except OverflowError:
+            raise Refused("device number out of range") from None
+        self._metadata_at(entry, parent_fd, base, chmod=True, mode=mode)
+
+    # --- whiteouts ----------------------------------------------------------------------
+
+    def _whiteout(self, entry: Entry, parent_fd: int, parent_real: bytes, base: bytes) -> None:
+        if base == OPAQUE_MARKER:
+            if self._overlay:
+                _set_xattr_fd(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
+            else:
+                self._prune(parent_fd, None, parent_real, keep_touched=True)
+            return
+        if base.startswith(AUFS_META):
+            return  # aufs bookkeeping below the root: nothing to apply either
+        victim = base[len(WHITEOUT_PREFIX):]
+        if victim in (b"", b".", b".."):
+            raise Refused("whiteout names no entry (or '.'/'..')")
+        real = parent_real + b"/" + victim if parent_real else victim
+        if self._overlay:
+            def make() -> None:
+                os.mknod(victim, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
+            self._create(parent_fd, victim, real, make)
+            os.chown(victim, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+            _set_times(parent_fd, victim, _atime(entry), entry.mtime_ns)
+        else:
+            try:
+                st = os.lstat(victim, dir_fd=parent_fd)
+            except FileNotFoundError:
+                return
+            self._remove(parent_fd, victim, real, st)
+
+    # --- creating over, and removing, what is there --------------------------------
+
+    def _create(self, parent_fd: int, base: bytes, real: bytes, make):
+        """Run ``make`` (which fails with EEXIST when the name is taken); if the name
+        is taken, remove what is there and run it once more."""
+        try:
+            return make()
+        except FileExistsError:
+            self._remove(parent_fd, base, real, None)
+            return make()
+
+    def _remove(self, parent_fd: int, name: bytes, real: bytes, st: os.stat_result | None
+                ) -> None:
+        if st is None:
+            st = os.lstat(name, dir_fd=parent_fd)
+        if stat.S_ISDIR(st.st_mode):
+            self._prune(parent_fd, name, real, keep_touched=False)
+            os.rmdir(name, dir_fd=parent_fd)
+            self.resolver.forget(real)
+            prefix = real + b"/"
+            for key in [k for k in self._dir_times if k == real or k.startswith(prefix)]:
+                del self._dir_times[key]
+        else:
+            if real in self._refs:
+                self._keep_payload(parent_fd, name, real)
+            os.unlink(name, dir_fd=parent_fd)
+        if self._touched is not None:
+            self._touched.discard(real)
+
+    def _prune(self, parent_fd: int, name: bytes | None, real: bytes, keep_touched: bool
+               ) -> None:
+        """Empty the directory ``name`` in ``parent_fd`` (``parent_fd`` itself when name
+        is None), never following a symlink; with ``keep_touched`` keep what this tar
+        made. Holds one directory fd at a time, whatever the depth."""
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd) if name is not None \
+            else os.dup(parent_fd)
+        stack = [(real, _list_dir(fd), None, False)]
+        try:
+            while stack:
+                here, children, dir_name, remove_self = stack[-1]
+                if children:
+                    child, is_dir = children.pop()
+                    child_real = here + b"/" + child if here else child
+                    kept = keep_touched and child_real in self._touched
+                    if is_dir:
+                        down = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                        os.close(fd)
+                        fd = down
+                        stack.append((child_real, _list_dir(fd), child, not kept))
+                    elif not kept:
+                        if child_real in self._refs:
+                            self._keep_payload(fd, child, child_real)
+                        os.unlink(child, dir_fd=fd)
+                    continue
+                stack.pop()
+                if not stack:
+                    break
+                up = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                if remove_self:
+                    os.rmdir(dir_name, dir_fd=fd)
+                    self.resolver.forget(here)
+        finally:
+            os.close(fd)
+
+    def _keep_payload(self, dir_fd: int, name: bytes, real: bytes) -> None:
+        payload_id, size, segments = self._refs.pop(real)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            self._split.blob(payload_id, size, _read_payload(fd, size, segments))
+        finally:
+            os.close(fd)
+
+    def _touch(self, real: bytes) -> None:
+        touched = self._touched
+        if touched is None:
+            return
+        while real and real not in touched:
+            touched.add(real)
+            real = real.rpartition(b"/")[0]
+
+    # --- metadata -------------------------------------------------------------------
+
+    def _metadata_fd(self, entry: Entry, fd: int) -> None:
+        """Owner, then mode (chown clears setuid), then xattrs (chown clears
+        security.capability)."""
+        os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, entry.mode & 0o7777)
+        for name, value in entry.xattrs:
+            _check_xattr(name)
+            _set_xattr_fd(fd, name, value)
+
+    def _metadata_at(self, entry: Entry, parent_fd: int, base: bytes, chmod: bool,
+                     mode: int = 0) -> None:
+        """The same for entries that must not be opened (symlinks, devices, fifos)."""
+        os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        if chmod:  # a node this entry just made, not a symlink
+            os.chmod(base, mode, dir_fd=parent_fd)
+        if entry.xattrs:
+            path = b"/proc/self/fd/%d/%s" % (parent_fd, base)
+            for name, value in entry.xattrs:
+                _check_xattr(name)
+                try:
+                    os.setxattr(path, name, value, follow_symlinks=False)
+                except OSError as err:
+                    # the kernel allows user.* only on files and directories
+                    if not (name.startswith(b"user.")
+                            and err.errno in (errno.EPERM, errno.ENOTSUP)):
+                        raise Refused(f"cannot set xattr {_show(name)}: "
+                                      f"{err.strerror}") from None
+        _set_times(parent_fd, base, _atime(entry), entry.mtime_ns)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+def _atime(entry: Entry) -> int:
+    return entry.mtime_ns if entry.atime_ns is None else entry.atime_ns
+
+
+def _set_times(fd: int, name: bytes | None, atime: int, mtime: int) -> None:
+    try:
+        if name is None:
+            os.utime(fd, ns=(atime, mtime))
+        else:
+            os.utime(name, ns=(atime, mtime), dir_fd=fd, follow_symlinks=False)
+    except (OverflowError, ValueError):
+        raise Refused("modification time out of range") from None
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        raise Refused("modification time out of range") from None
+
+
+def _check_xattr(name: bytes) -> None:
+    if not name or b"\0" in name:
+        raise Refused("empty xattr name or NUL in an xattr name")
+    if name.startswith(RESERVED_XATTRS):
+        raise Refused(f"xattr {_show(name)} is reserved for overlayfs")
+    if not name.startswith(XATTR_NAMESPACES):
+        raise Refused(f"xattr {_show(name)} has no known namespace")
+
+
+def _set_xattr_fd(fd: int, name: bytes, value: bytes) -> None:
+    try:
+        os.setxattr(fd, name, value)
+    except OSError as err:
+        raise Refused(f"cannot set xattr {_show(name)}: {err.strerror}") from None
+
+
+def _show(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+def _exists(dir_fd: int, name: bytes) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _list_dir(fd: int) -> list[tuple[bytes, bool]]:
+    with os.scandir(fd) as it:
+        return [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+
+
+def _write_all(fd: int, data) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _pwrite_all(fd: int, data, offset: int) -> int:
+    total = len(data)
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
+    return total
+
+
+def _read_payload(fd: int, size: int, segments: list[tuple[int, int]] | None
+                  ) -> Iterator[bytes]:
+    """The exact tar payload of a file this import wrote (data segments for sparse)."""
+    for offset, length in segments if segments is not None else [(0, size)]:
+        while length:
+            chunk = os.pread(fd, min(length, 1 << 20), offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            length -= len(chunk)
+            yield chunk

@@ -1,0 +1,676 @@
+"""The crash harness: run a workload, crash it at every failpoint it passes, and check
+what recovery makes of each crash (``python -m replay.crash --driver NAME``).
+
+1. Learn: run the workload once in a child process (``replay.workload``) against a
+   fresh root, with ``LAYERSTORE_FAILPOINT_TRACE``: the sequence of failpoints it
+   passes, and the result of every operation (which must be the model's).
+2. For every position k of that sequence: a fresh root, the workload again, crashed
+   at k (``LAYERSTORE_FAILPOINTS=NAME=crash@N``: ``os._exit`` on the spot; with
+   ``--power-loss``, ``replay.powerloss`` first rewrites the root to what was synced).
+3. Recover: open the store in a new process (after a power loss: in a new "boot").
+   Optionally crash that recovery too, at points of its own sequence, and open again.
+4. Check, in this process:
+   - every operation acknowledged before the crash is there, and the one in flight
+     either happened or did not: the store equals the reference model (``replay.model``)
+     after the acknowledged steps, or after the step in flight, as a crash leaves it
+     (holds of the dead process released; after a power loss, no mount);
+   - no incomplete or quarantined layer is visible;
+   - no driver data and no tar-split that no layer accounts for;
+   - no mount counted that the kernel does not have;
+   - the read models equal the fold of the log (``replay.verify.check``), and every
+     complete layer made from a tar regenerates its diff digest;
+   - no acknowledged event is missing from the log;
+   - a second and a third open change nothing (same log, same read models).
+
+Prints a table (failpoint × outcome), every violation with the command that
+reproduces it, and last ``N crash points, V violations``; exits 1 on a violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from replay.model import Model, describe_difference, observe_store
+from replay.workload import (OPEN_STEP, Step, builtin_workload, load_driver_modules, normalize, parse,
+                             read_acks)
+
+REPO = Path(__file__).resolve().parent.parent
+POWER_MODES = ("drop", "random", "torn")
+DEFAULT_SEGMENT_SIZE = 4096  # small: the workloads cross segment boundaries
+DEFAULT_CHECKPOINT_INTERVAL = 16  # small: automatic checkpoints happen mid-workload
+CHILD_TIMEOUT = 120
+
+
+@contextmanager
+def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
+    """A temporary directory for crash roots, on its own tmpfs when we may mount one.
+
+    Durability is simulated (a process crash keeps the page cache; a power loss is
+    ``replay.powerloss``), so real fsyncs only cost time: ``syncfs`` on a busy disk
+    takes 0.2 s, on tmpfs nothing. Removed, mounts and all, on the way out.
+    """
+    from replay.powerloss import detach_mounts
+
+    base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
+    mounted = False
+    if use_tmpfs and os.geteuid() == 0:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        mounted = libc.mount(b"tmpfs", os.fsencode(base), b"tmpfs", 0, f"size={size},mode=0755".encode()) == 0
+    try:
+        yield base
+    finally:
+        detach_mounts(str(base))  # the tmpfs and every overlay left on it
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Config:
+    driver: str
+    base: Path
+    seed: int = 1
+    power_loss: bool = False
+    power_mode: str = "mix"  # drop | random | torn | mix (chosen per point by the seed)
+    workload: str = ""
+    workload_name: str = "built-in"
+    driver_modules: list[str] = field(default_factory=list)
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
+    recovery_crashes: int = 1  # per crash point; -1: every point of the recovery
+    recovery_sample: float = 1.0  # fraction of crash points whose recovery is crashed too
+    jobs: int = 1
+    only: list[str] | None = None  # "K" or "K/J"
+    keep: bool = False
+    content: bool = True  # regenerate digests (needs eventstore.archive)
+
+    def mode_at(self, position: int) -> str:
+        if self.power_mode != "mix":
+            return self.power_mode
+        return random.Random(f"{self.seed}:{position}:mode").choice(POWER_MODES)
+
+
+@dataclass
+class Plan:
+    """What the learning run found: the failpoint sequence and the parsed steps."""
+
+    sequence: list[str]
+    steps: list[Step]
+    script: Path
+
+
+@dataclass
+class PointResult:
+    position: str  # "K" or "K/J"
+    failpoint: str
+    passes: int
+    step: str  # the operation in flight
+    outcome: str  # undone | done | partial | violation | not-reached | diverged
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    mode: str = ""
+    recovery_points: int = 0  # length of the recovery's own failpoint sequence
+    nested: list["PointResult"] = field(default_factory=list)
+
+
+class HarnessError(Exception):
+    """The harness cannot run (the workload fails without any crash, the driver cannot run...)."""
+
+
+# --- child processes -------------------------------------------------------------------------
+
+def _child_env(config: Config, trace: Path | None, failpoints: str = "", boot: str = "") -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LAYERSTORE_FAILPOINTS", None)
+    env.pop("LAYERSTORE_FAILPOINT_TRACE", None)
+    env.pop("LAYERSTORE_BOOT_ID", None)
+    paths = [str(REPO), os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # children start by the hundred: let them keep compiled modules (outside the source tree)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(config.base / "pycache")
+    if trace is not None:
+        env["LAYERSTORE_FAILPOINT_TRACE"] = str(trace)
+    if failpoints:
+        env["LAYERSTORE_FAILPOINTS"] = failpoints
+    if boot:
+        env["LAYERSTORE_BOOT_ID"] = boot
+    return env
+
+
+def _run_child(config: Config, action: str, root: Path, ack: Path, trace: Path | None, *,
+               script: Path | None = None, crash_at: str = "", mode: str = "", power_seed: int = 0,
+               boot: str = "") -> subprocess.CompletedProcess:
+    """Run ``replay.workload`` (``run`` a script or just ``open``); crash it at
+    ``crash_at`` (NAME@N) by the environment, or by a power loss when ``mode``."""
+    argv = [sys.executable, "-m", "replay.workload", action, "--root", str(root), "--driver", config.driver,
+            "--ack", str(ack), "--seed", str(config.seed), "--segment-size", str(config.segment_size),
+            "--checkpoint-interval", str(config.checkpoint_interval)]
+    for spec in config.driver_modules:
+        argv += ["--driver-module", spec]
+    if script is not None:
+        argv += ["--script", str(script)]
+    failpoints = ""
+    if crash_at and mode:
+        argv += ["--power-loss", mode, "--crash-at", crash_at, "--power-seed", str(power_seed)]
+    elif crash_at:
+        name, _, nth = crash_at.partition("@")
+        failpoints = f"{name}=crash@{nth}"
+    return subprocess.run(argv, env=_child_env(config, trace, failpoints, boot), capture_output=True,
+                          text=True, timeout=CHILD_TIMEOUT, cwd=os.getcwd())
+
+
+def _read_trace(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _crash_spec(sequence: list[str], position: int) -> str:
+    name = sequence[position]
+    return f"{name}@{sequence[:position + 1].count(name)}"
+
+
+# --- what must hold after a crash --------------------------------------------------------------
+
+def expected_outcomes(steps: list[Step], acked: dict[int, dict], in_flight: int | None,
+                      reboot: bool, problems: list[str]) -> list[tuple[str, Model]]:
+    """The states recovery may leave: the model after the acknowledged steps, and the
+    outcomes of the step in flight; each as a crash leaves it. Steps whose result
+    differs from the model's are added to ``problems``."""
+    model = Model()
+    actor = "pid:workload"
+    if in_flight == OPEN_STEP:
+        upto = 0
+    elif in_flight is None:
+        upto = max((i for i in acked if i >= 0), default=-1) + 1
+    else:
+        upto = in_flight
+    for step in steps[:upto]:
+        if step.index not in acked:
+            problems.append(f"step {step.index} ({step.line}) has no acknowledgement but a later one has")
+            break
+        _replay_step(model, step, acked[step.index], actor, problems)
+    if in_flight is None or in_flight == OPEN_STEP or in_flight >= len(steps):
+        candidates = [("undone", model)]
+    elif steps[in_flight].op.kind == "reopen":
+        candidates = [("undone", model)]
+    else:
+        candidates = model.outcomes(steps[in_flight].op, actor)
+    return [(label, m.after_crash(reboot=reboot)) for label, m in candidates]
+
+
+def _replay_step(model: Model, step: Step, ack: dict, actor: str, problems: list[str]) -> None:
+    from eventstore.errors import LayerStoreError
+
+    if step.op.kind == "reopen":
+        return
+    try:
+        want, want_error = normalize(step.op.kind, model.run(step.op, actor)), None
+    except LayerStoreError as exc:
+        want, want_error = None, type(exc).__name__
+    got, got_error = ack.get("result"), ack.get("error")
+    if (got_error or None) != want_error or (not want_error and got != want):
+        problems.append(f"step {step.index} ({step.line}): the store gave "
+                        f"{got_error or repr(got)} ({ack.get('message') or 'ok'}), the model {want_error or repr(want)}")
+
+
+def _dump_tables(store) -> dict:
+    return {t: store.index.conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+            for t in ("layers", "names", "history")}
+
+
+def _mount_points(root: Path) -> set[str]:
+    prefix = os.path.realpath(root)
+    found = set()
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            raw = line.split(b" ")[4]
+            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
+                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
+            if point == prefix or point.startswith(prefix + "/"):
+                found.add(point)
+    return found
+
+
+@contextmanager
+def _traced(trace: Path | None, boot: str) -> Iterator[None]:
+    """Failpoints passed in this process go to ``trace``; the boot id is ``boot``."""
+    from eventstore import faults
+
+    saved_boot = os.environ.get("LAYERSTORE_BOOT_ID")
+    if boot:
+        os.environ["LAYERSTORE_BOOT_ID"] = boot
+    saved_fd = faults._trace_fd
+    if trace is not None:
+        faults._trace_fd = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        yield
+    finally:
+        if trace is not None:
+            os.close(faults._trace_fd)  # type: ignore[arg-type]
+        faults._trace_fd = saved_fd
+        if saved_boot is None:
+            os.environ.pop("LAYERSTORE_BOOT_ID", None)
+        else:
+            os.environ["LAYERSTORE_BOOT_ID"] = saved_boot
+
+
+def check_recovered(config: Config, root: Path, candidates: list[tuple[str, Model]], acked_lsn: int,
+                    boot: str = "", trace: Path | None = None) -> tuple[str, list[str], list[str]]:
+    """Recover the store at ``root`` (its failpoints traced to ``trace``), open it twice
+    more and check it (see the module docstring); (the outcome matched, problems, notes)."""
+    from eventstore.store import LayerStore
+
+    def open_store():
+        return LayerStore.open(root, config.driver, segment_size=config.segment_size)
+
+    notes: list[str] = []
+    with _traced(trace, boot):
+        try:
+            open_store().close()
+        except Exception as exc:  # the store must open after any crash
+            return "violation", [f"recovery failed: {type(exc).__name__}: {exc}"], notes
+    with _traced(None, boot):
+        try:
+            return _check_reopened(config, root, open_store, candidates, acked_lsn, notes)
+        except Exception as exc:
+            return "violation", [f"a second open failed: {type(exc).__name__}: {exc}"], notes
+
+
+def _check_reopened(config: Config, root: Path, open_store, candidates, acked_lsn: int, notes: list[str]):
+    from eventstore.log import EventLog
+    from replay.verify import check
+    from replay.workload import archive_available
+
+    problems: list[str] = []
+    with EventLog.open(root, writer=False, create=False) as log:
+        lsn_recovered = log.last_lsn
+    store = open_store()
+    try:
+        if store.log.last_lsn != lsn_recovered:
+            problems.append(f"a second open changed the log: last LSN {lsn_recovered} -> {store.log.last_lsn}")
+        if store.log.last_lsn < acked_lsn:
+            problems.append(f"acknowledged events lost: the log ends at LSN {store.log.last_lsn}, "
+                            f"LSN {acked_lsn} was acknowledged")
+        problems += check(store, content=config.content and archive_available())
+        label = _check_state(store, candidates, problems)
+        _check_driver(store, root, problems, notes)
+        tables, lsn = _dump_tables(store), store.log.last_lsn
+    finally:
+        store.close()
+    store = open_store()
+    try:
+        if store.log.last_lsn != lsn or _dump_tables(store) != tables:
+            problems.append("a third open changed the store (recovery is not idempotent)")
+    finally:
+        store.close()
+    return ("violation" if problems else label), problems, notes
+
+
+def _check_state(store, candidates: list[tuple[str, Model]], problems: list[str]) -> str:
+    for rec in store.layers():
+        if rec.quarantined:
+            problems.append(f"layer {rec.id[:12]}: quarantined by recovery ({rec.quarantined})")
+        elif rec.incomplete:
+            problems.append(f"layer {rec.id[:12]}: incomplete after recovery")
+    observed = observe_store(store)
+    for label, model in candidates:
+        if model.observe() == observed:
+            return label
+    closest = candidates[-1][1].observe()
+    labels = "/".join(label for label, _ in candidates)
+    problems.append(f"the store matches no acceptable outcome ({labels}): "
+                    f"{describe_difference(closest, observed)}")
+    return "violation"
+
+
+def _check_driver(store, root: Path, problems: list[str], notes: list[str]) -> None:
+    layers = {rec.id: rec for rec in store.layers()}
+    for orphan in sorted(store.driver.layers() - set(layers)):
+        problems.append(f"orphan driver data: {orphan[:12]} (no layer)")
+    tarsplit_dir = root / "tarsplit"
+    if tarsplit_dir.is_dir():
+        for path in sorted(tarsplit_dir.iterdir()):
+            owner = layers.get(path.name.split(".", 1)[0])
+            if owner is None or not owner.has_tarsplit:
+                problems.append(f"orphan tar-split: {path.name}")
+    mounted = _mount_points(root)
+    for rec in layers.values():
+        if rec.mount_count and not store.driver.is_mounted(rec.id):
+            problems.append(f"layer {rec.id[:12]}: mount count {rec.mount_count}, not mounted in the kernel")
+        elif not rec.mount_count and os.path.realpath(store.driver.mount_path(rec.id)) in mounted:
+            notes.append(f"layer {rec.id[:12]}: mounted in the kernel with mount count 0 (leaked mount)")
+
+
+# --- one crash point -------------------------------------------------------------------------------
+
+def _cleanup(root: Path) -> None:
+    from replay.powerloss import detach_mounts
+
+    if root.exists():
+        detach_mounts(str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _crash_workload(config: Config, plan: Plan, position: int, workdir: Path) -> tuple[PointResult, Path]:
+    """Fresh root, the workload crashed at ``position``; the result so far and the root."""
+    root = workdir / "root"
+    if workdir.exists():
+        _cleanup(root)
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    root.mkdir()
+    spec = _crash_spec(plan.sequence, position)
+    mode = config.mode_at(position) if config.power_loss else ""
+    done = _run_child(config, "run", root, workdir / "acks", workdir / "trace", script=plan.script,
+                      crash_at=spec, mode=mode, power_seed=config.seed * 1_000_003 + position,
+                      boot=_boot(config, "a"))
+    acked, in_flight = read_acks(workdir / "acks")
+    step = "open" if in_flight == OPEN_STEP else (
+        plan.steps[in_flight].line if in_flight is not None and in_flight < len(plan.steps) else "-")
+    result = PointResult(str(position), spec.partition("@")[0], int(spec.partition("@")[2]), step, "", mode=mode)
+    if done.returncode == 0:
+        result.outcome = "not-reached"
+        result.notes.append("the failpoint was not reached: the workload is not deterministic")
+    elif done.returncode != 137:
+        result.outcome = "violation"
+        result.problems.append(f"the workload failed instead of crashing (exit {done.returncode}): "
+                               f"{_last_line(done.stderr)}")
+    elif _read_trace(workdir / "trace") != plan.sequence[:position + 1]:
+        result.notes.append("the failpoints passed before the crash differ from the learned sequence")
+    return result, root
+
+
+def _expectations(config: Config, plan: Plan, workdir: Path, problems: list[str]):
+    acked, in_flight = read_acks(workdir / "acks")
+    candidates = expected_outcomes(plan.steps, acked, in_flight, config.power_loss, problems)
+    acked_lsn = max((a.get("lsn") or 0 for a in acked.values()), default=0)
+    return candidates, acked_lsn
+
+
+def run_point(config: Config, plan: Plan, position: int, recovery_positions: list[int] | None = None
+              ) -> PointResult:
+    """Crash the workload at ``position``, recover, check; then crash the recovery at
+    the chosen points of its own sequence (each from a fresh crash at ``position``)."""
+    workdir = config.base / f"point-{position}"
+    result, root = _crash_workload(config, plan, position, workdir)
+    if not result.outcome:
+        candidates, acked_lsn = _expectations(config, plan, workdir, result.problems)
+        outcome, problems, notes = check_recovered(config, root, candidates, acked_lsn, _boot(config, "b"),
+                                                   trace=workdir / "recovery-trace")
+        result.outcome = "violation" if result.problems else outcome
+        result.problems += problems
+        result.notes += notes
+    recovery_sequence = _read_trace(workdir / "recovery-trace")
+    result.recovery_points = len(recovery_sequence)
+    _finish(config, result, workdir)
+    if result.outcome in ("violation", "not-reached"):
+        return result
+    if recovery_positions is None:
+        recovery_positions = choose_recovery_positions(config, position, len(recovery_sequence))
+    for j in recovery_positions:
+        if j < len(recovery_sequence):
+            result.nested.append(_run_nested(config, plan, position, recovery_sequence, j))
+    return result
+
+
+def _boot(config: Config, which: str) -> str:
+    """Boot ids: the workload runs in boot a; each power loss starts the next boot."""
+    return f"boot-{config.seed}-{which}" if config.power_loss else ""
+
+
+def choose_recovery_positions(config: Config, position: int, length: int) -> list[int]:
+    if length == 0 or config.recovery_crashes == 0:
+        return []
+    rng = random.Random(f"{config.seed}:{position}:recovery")
+    if config.recovery_crashes < 0:
+        return list(range(length))
+    if rng.random() >= config.recovery_sample:
+        return []
+    return sorted(rng.sample(range(length), min(config.recovery_crashes, length)))
+
+
+def _run_nested(config: Config, plan: Plan, position: int, recovery_sequence: list[str], j: int) -> PointResult:
+    """The workload crashed at ``position`` again, then its recovery crashed at ``j``."""
+    workdir = config.base / f"point-{position}-{j}"
+    first, root = _crash_workload(config, plan, position, workdir)
+    spec = _crash_spec(recovery_sequence, j)
+    mode = config.mode_at(position * 7919 + j + 1) if config.power_loss else ""
+    result = PointResult(f"{position}/{j}", spec.partition("@")[0], int(spec.partition("@")[2]),
+                         f"recovery after {first.failpoint}", "", mode=mode)
+    if first.outcome:
+        result.outcome, result.problems, result.notes = first.outcome, first.problems, first.notes
+        _finish(config, result, workdir)
+        return result
+    crashed = _run_child(config, "open", root, workdir / "recovery-acks", workdir / "recovery-trace",
+                         crash_at=spec, mode=mode, power_seed=config.seed * 1_000_003 + position * 7919 + j,
+                         boot=_boot(config, "b"))
+    if crashed.returncode == 0:
+        result.outcome = "not-reached"
+        result.notes.append("the recovery failpoint was not reached: recovery is not deterministic")
+    elif crashed.returncode != 137:
+        result.outcome = "violation"
+        result.problems.append(f"recovery failed instead of crashing (exit {crashed.returncode}): "
+                               f"{_last_line(crashed.stderr)}")
+    else:
+        candidates, acked_lsn = _expectations(config, plan, workdir, result.problems)
+        outcome, problems, notes = check_recovered(config, root, candidates, acked_lsn, _boot(config, "c"))
+        result.outcome = "violation" if result.problems else outcome
+        result.problems += problems
+        result.notes += notes
+    _finish(config, result, workdir)
+    return result
+
+
+def _finish(config: Config, result: PointResult, workdir: Path) -> None:
+    if config.keep and (result.problems or config.only):
+        print(f"kept {workdir} for position {result.position}", file=sys.stderr)
+        return
+    _cleanup(workdir / "root")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the whole run -----------------------------------------------------------------------------------
+
+def learn(config: Config) -> Plan:
+    """Run the workload once without a crash: its failpoint sequence, checked results."""
+    script = config.base / "workload.txt"
+    script.write_text(config.workload)
+    steps = parse(config.workload, config.seed, Path.cwd())
+    workdir = config.base / "learn"
+    root = workdir / "root"
+    root.mkdir(parents=True)
+    boot = _boot(config, "a")
+    done = _run_child(config, "run", root, workdir / "acks", workdir / "trace", script=script, boot=boot)
+    if done.returncode != 0:
+        raise HarnessError(f"the workload fails without any crash (exit {done.returncode}):\n{done.stderr.strip()}")
+    sequence = _read_trace(workdir / "trace")
+    problems: list[str] = []
+    acked, _ = read_acks(workdir / "acks")
+    candidates = expected_outcomes(steps, acked, None, False, problems)
+    _, check_problems, _ = check_recovered(config, root, candidates, 0, boot)
+    _cleanup(root)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if problems or check_problems:
+        raise HarnessError("the workload run without a crash already disagrees with the model:\n  "
+                           + "\n  ".join(problems + check_problems))
+    return Plan(sequence, steps, script)
+
+
+def run(config: Config, out=sys.stdout) -> list[PointResult]:
+    """Learn, crash at every point (or ``config.only``), print the report; the results."""
+    started = time.monotonic()
+    plan = learn(config)
+    what = "power loss (" + config.power_mode + ")" if config.power_loss else "process crash"
+    print(f"workload {config.workload_name}: {len(plan.steps)} steps, {len(plan.sequence)} failpoints passed; "
+          f"driver {config.driver}, seed {config.seed}, {what}", file=out)
+    tasks = _tasks(config, plan)
+    if config.jobs > 1 and len(tasks) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_run_task, [(config, plan, p, j) for p, j in tasks]))
+    else:
+        results = [_run_task((config, plan, p, j)) for p, j in tasks]
+    report(config, results, out, time.monotonic() - started)
+    return results
+
+
+def _tasks(config: Config, plan: Plan) -> list[tuple[int, list[int] | None]]:
+    if not config.only:
+        return [(k, None) for k in range(len(plan.sequence))]
+    tasks = []
+    for item in config.only:
+        k, _, j = item.partition("/")
+        if int(k) >= len(plan.sequence):
+            raise HarnessError(f"position {k}: the workload passes only {len(plan.sequence)} failpoints")
+        tasks.append((int(k), [int(j)] if j else []))
+    return tasks
+
+
+def _run_task(args) -> PointResult:
+    config, plan, position, nested = args
+    return run_point(config, plan, position, nested)
+
+
+def flatten(results: list[PointResult]) -> list[PointResult]:
+    return [r for top in results for r in (top, *top.nested)]
+
+
+OUTCOMES = ("undone", "done", "partial", "not-reached", "violation")
+
+
+def report(config: Config, results: list[PointResult], out, seconds: float) -> None:
+    table: dict[str, Counter] = defaultdict(Counter)
+    recovery_table: dict[str, Counter] = defaultdict(Counter)
+    for top in results:
+        table[top.failpoint][top.outcome] += 1
+        for nested in top.nested:
+            recovery_table[nested.failpoint][nested.outcome] += 1
+    _print_table("crash point", table, out)
+    if recovery_table:
+        print(file=out)
+        _print_table("crash during recovery", recovery_table, out)
+    everything = flatten(results)
+    violations = [r for r in everything if r.outcome == "violation"]
+    notes = Counter(note.split(": ", 1)[-1] if "leaked mount" in note else note
+                    for r in everything for note in r.notes)
+    for note, count in sorted(notes.items()):
+        print(f"note: {note} ({count}x)", file=out)
+    for r in violations:
+        print(f"\nVIOLATION at position {r.position} ({r.failpoint} pass {r.passes}"
+              f"{', ' + r.mode if r.mode else ''}; in flight: {r.step}):", file=out)
+        for problem in r.problems:
+            print(f"  {problem}", file=out)
+        print(f"  reproduce: {reproduce_command(config, r.position)}", file=out)
+    print(f"({seconds:.0f} s)", file=out)
+    print(f"{len(everything)} crash points, {len(violations)} violations", file=out)
+
+
+def _print_table(title: str, table: dict[str, Counter], out) -> None:
+    width = max([len(title), *map(len, table)]) + 2
+    print(f"{title:<{width}}{'points':>8}" + "".join(f"{o:>13}" for o in OUTCOMES), file=out)
+    total: Counter = Counter()
+    for name in sorted(table):
+        counts = table[name]
+        total.update(counts)
+        print(f"{name:<{width}}{sum(counts.values()):>8}" + "".join(f"{counts[o]:>13}" for o in OUTCOMES), file=out)
+    print(f"{'total':<{width}}{sum(total.values()):>8}" + "".join(f"{total[o]:>13}" for o in OUTCOMES), file=out)
+
+
+def reproduce_command(config: Config, position: str) -> str:
+    parts = ["python -m replay.crash", "--driver", config.driver, "--seed", str(config.seed), "--only", position]
+    for spec in config.driver_modules:
+        parts += ["--driver-module", spec]
+    if config.power_loss:
+        parts += ["--power-loss", "--power-mode", config.power_mode]
+    if config.workload_name != "built-in":
+        parts += ["--workload", config.workload_name]
+    if config.segment_size != DEFAULT_SEGMENT_SIZE:
+        parts += ["--segment-size", str(config.segment_size)]
+    if config.checkpoint_interval != DEFAULT_CHECKPOINT_INTERVAL:
+        parts += ["--checkpoint-interval", str(config.checkpoint_interval)]
+    return " ".join(parts) + " --keep"
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m replay.crash", description=__doc__.split("\n\n")[0])
+    p.add_argument("--driver", required=True, help="storage driver name (vfs, overlay, or one you register)")
+    p.add_argument("--driver-module", action="append", default=[], metavar="MOD[:CLASS]",
+                   help="register CLASS as --driver, or import MOD which registers its drivers")
+    p.add_argument("--root", help="where the crash roots go (default: a temporary tmpfs, removed afterwards)")
+    p.add_argument("--no-tmpfs", action="store_true",
+                   help="default root on the disk, not a tmpfs (for drivers that need a real file system)")
+    p.add_argument("--seed", type=int, default=1, help="layer ids, power-loss choices, recovery crash points")
+    p.add_argument("--power-loss", action="store_true", help="lose what was not synced at each crash")
+    p.add_argument("--power-mode", choices=[*POWER_MODES, "mix"], default="mix")
+    p.add_argument("--workload", help="a workload script (see replay/workload.py); default: the built-in mix")
+    p.add_argument("--recovery-crashes", default="1",
+                   help="crash points in each recovery to crash too: a number, or 'all' (default 1)")
+    p.add_argument("--recovery-sample", type=float, default=1.0,
+                   help="fraction of crash points whose recovery is crashed too (default 1)")
+    p.add_argument("--segment-size", type=int, default=DEFAULT_SEGMENT_SIZE)
+    p.add_argument("--checkpoint-interval", type=int, default=DEFAULT_CHECKPOINT_INTERVAL)
+    p.add_argument("--jobs", "-j", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--only", action="append", metavar="K[/J]",
+                   help="only crash point K (and crash its recovery at J); repeatable")
+    p.add_argument("--keep", action="store_true", help="keep the roots of violations (and of --only points)")
+    p.add_argument("--no-content", action="store_true", help="skip regenerating layer contents")
+    args = p.parse_args(argv)
+
+    load_driver_modules(args.driver, args.driver_module)
+    if args.workload:
+        workload, name = Path(args.workload).read_text(), args.workload
+    else:
+        workload, name = builtin_workload(), "built-in"
+    with ExitStack() as stack:
+        if args.root:
+            base = Path(args.root)
+            base.mkdir(parents=True, exist_ok=True)
+        elif args.keep:  # kept roots outlive this process: not on a tmpfs we unmount
+            base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
+        else:
+            base = stack.enter_context(scratch_space(not args.no_tmpfs))
+        return _main(args, base, workload, name)
+
+
+def _main(args, base: Path, workload: str, name: str) -> int:
+    config = Config(driver=args.driver, base=base.resolve(), seed=args.seed, power_loss=args.power_loss,
+                    power_mode=args.power_mode, workload=workload, workload_name=name,
+                    driver_modules=args.driver_module, segment_size=args.segment_size,
+                    checkpoint_interval=args.checkpoint_interval,
+                    recovery_crashes=-1 if args.recovery_crashes == "all" else int(args.recovery_crashes),
+                    recovery_sample=args.recovery_sample, jobs=args.jobs, only=args.only, keep=args.keep,
+                    content=not args.no_content)
+    try:
+        results = run(config)
+    except HarnessError as exc:
+        print(f"crash harness: {exc}", file=sys.stderr)
+        return 2
+    return 1 if any(r.outcome == "violation" for r in flatten(results)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Helpers for the store, index and CLI tests: snapshots of everything a store has (to
+prove a refused operation changed nothing), the fold of a log (to compare the read
+models with), and mount cleanup (no test may leave a mount behind)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sqlite3
+from pathlib import Path
+
+from eventstore.log import EventLog
+from eventstore.state import State, fold
+
+READ_MODEL_TABLES = ("layers", "names", "history")
+MNT_DETACH = 2
+
+
+# --- mounts ---------------------------------------------------------------------------------
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone)."""
+    prefix = os.path.realpath(root)
+    found = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            raw = line.split(b" ")[4]
+            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
+                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found)
+
+
+def is_mounted(path: str | Path) -> bool:
+    return os.path.realpath(path) in mounts_under(Path(path))
+
+
+def unmount_everything_under(root: Path) -> None:
+    """Detach every mount at or below ``root``, deepest first, so that a failed test
+    never leaves pytest's tmp_path cleanup deleting through a live overlay."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(16):
+        inside = mounts_under(root)
+        if not inside:
+            return
+        for point in sorted(inside, key=len, reverse=True):
+            libc.umount2(os.fsencode(point), MNT_DETACH)
+
+
+# --- read models and the log ----------------------------------------------------------------
+
+def dump_tables(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
+    """Every row of the read-model tables, in the order SQLite stores them (no ORDER BY:
+    a rebuild must produce the same rows in the same order, not just the same set)."""
+    return {table: conn.execute(f"SELECT * FROM {table}").fetchall() for table in READ_MODEL_TABLES}
+
+
+def dump_index_file(path: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dump_tables(conn)
+    finally:
+        conn.close()
+
+
+def last_lsn_on_disk(root: Path) -> int:
+    """The log's last LSN as a fresh reader sees it (not a handle's cached tail)."""
+    with EventLog.open(root, writer=False, create=False) as log:
+        return log.last_lsn
+
+
+def fold_log(root: Path) -> State:
+    """The state the log says, folded from its first event."""
+    with EventLog.open(root, writer=False, create=False) as log:
+        return fold(log.events())
+
+
+def snapshot(store) -> dict:
+    """Everything a refused operation must leave as it was: the read models, the log's
+    last LSN, the driver's layers and the mounts under the store root."""
+    return {
+        "tables": dump_tables(store.index.conn),
+        "last_lsn": last_lsn_on_disk(store.root),
+        "driver_layers": sorted(store.driver.layers()),
+        "mounts": mounts_under(store.root),
+    }
+
+
+def assert_read_models_equal_fold(index, state: State) -> None:
+    """``index`` (an eventstore.index.Index) holds exactly what ``state`` holds."""
+    assert index.layers() == list(state.layers.values())
+    assert dict(index.conn.execute("SELECT name, layer FROM names")) == state.names
+    children = {}
+    for rec in state:
+        if rec.parent:
+            children.setdefault(rec.parent, []).append(rec.id)
+    for rec in state:
+        assert index.children(rec.id) == children.get(rec.id, [])
+    position = index.position()
+    assert position is not None and position.lsn - 1 == state.lsn

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Benchmark layer import: layerstore's import_layer against `containers-storage
+import-layer` (overlay driver for both), with `tar -xzf` as the floor.
+
+    python tools/bench_import.py [--file LAYER.tar.gz] [--rounds 7]
+
+Without --file, the layer is a `tar czf` of this Python's standard library (tens of
+MB uncompressed). Rounds interleave the contenders so that noise hits all alike; the
+medians and their ratio to containers-storage are printed. layerstore is timed twice:
+in this process (the import alone) and in a fresh interpreter (what a CLI user waits
+for, like the peer's timing, which includes its process start). Neither side syncs
+the layer to disk (containers-storage does not by default); `+ sync_tree` shows our
+cost with the syncfs the store adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eventstore.archive import import_layer  # noqa: E402
+from eventstore.fsutil import sync_tree  # noqa: E402
+
+PEER = shutil.which("containers-storage")
+IN_NEW_PROCESS = """
+import sys, time
+t = time.perf_counter()
+from eventstore.archive import import_layer
+from pathlib import Path
+with open(sys.argv[1], "rb") as f:
+    import_layer(f, Path(sys.argv[2]), Path(sys.argv[3]), whiteout_format="overlay")
+"""
+
+
+def default_layer(work: Path) -> Path:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    path = work / "layer.tar.gz"
+    subprocess.run(["tar", "czf", str(path), "-C", str(stdlib.parent), stdlib.name],
+                   check=True)
+    return path
+
+
+def fresh(work: Path, name: str) -> Path:
+    path = work / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir()
+    return path
+
+
+def ours(layer: Path, work: Path, sync: bool = False) -> float:
+    base = fresh(work, "ours")
+    (base / "diff").mkdir()
+    start = time.perf_counter()
+    with open(layer, "rb") as f:
+        import_layer(f, base / "diff", base / "tar-split", whiteout_format="overlay")
+    if sync:
+        sync_tree(base / "diff")
+    return time.perf_counter() - start
+
+
+def ours_process(layer: Path, work: Path) -> float:
+    base = fresh(work, "ours-process")
+    (base / "diff").mkdir()
+    repo = str(Path(__file__).resolve().parent.parent)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IN_NEW_PROCESS, str(layer), str(base / "diff"),
+                    str(base / "tar-split")], check=True, cwd=repo,
+                   env={**os.environ, "PYTHONPATH": repo})
+    return time.perf_counter() - start
+
+
+def peer(layer: Path, work: Path) -> float:
+    base = fresh(work, "peer")
+    args = [PEER, "--graph", str(base / "graph"), "--run", str(base / "run"),
+            "--storage-driver", "overlay"]
+    start = time.perf_counter()
+    subprocess.run([*args, "import-layer", "-f", str(layer)], check=True,
+                   stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    # the overlay driver leaves its home bind-mounted; undo that before removing it
+    subprocess.run([*args, "shutdown"], check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return elapsed
+
+
+def tar_floor(layer: Path, work: Path) -> float:
+    base = fresh(work, "tar")
+    start = time.perf_counter()
+    subprocess.run(["tar", "-xzf", str(layer), "-C", str(base)], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--file", type=Path, help="a layer tarball (default: the stdlib)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, help="where to extract (default: a temp dir)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-import-", dir=args.workdir))
+    try:
+        layer = args.file or default_layer(work)
+        uncompressed = int(subprocess.run(f"gzip -dc {layer} | wc -c", shell=True,
+                                          capture_output=True, text=True).stdout or 0)
+        print(f"layer: {layer} ({layer.stat().st_size / 1e6:.1f} MB, "
+              f"{uncompressed / 1e6:.1f} MB uncompressed), {args.rounds} rounds")
+        contenders = {
+            "layerstore import_layer (in process)": lambda: ours(layer, work),
+            "layerstore import_layer (new process)": lambda: ours_process(layer, work),
+            "layerstore import_layer + sync_tree": lambda: ours(layer, work, sync=True),
+            "tar -xzf (floor)": lambda: tar_floor(layer, work),
+        }
+        if PEER:
+            contenders["containers-storage import-layer (overlay)"] = lambda: peer(layer, work)
+        else:
+            print("containers-storage is not installed: peer skipped")
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.rounds):
+            for name, run in contenders.items():
+                times[name].append(run())
+        peer_median = statistics.median(times[next(reversed(times))]) if PEER else None
+        for name, samples in times.items():
+            median = statistics.median(samples)
+            ratio = f"  {median / peer_median:.2f}x peer" if peer_median else ""
+            print(f"{name:45s} median {median:.3f} s  (min {min(samples):.3f}, "
+                  f"max {max(samples):.3f}){ratio}")
+    finally:
+        for leftover in (work / "peer",):
+            if leftover.exists():
+                subprocess.run(["umount", "-R", str(leftover / "graph" / "overlay")],
+                               check=False, stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
