@@ -6,8 +6,9 @@ ROOT=$(mktemp -d /tmp/layerstore-demo.XXXXXX)
 WORK=$(mktemp -d /tmp/layerstore-demo-work.XXXXXX)
 cleanup() {
     # unmount anything the demo left mounted, then remove the store
-    grep -o " $ROOT[^ ]*" /proc/self/mountinfo 2>/dev/null | while read -r m; do umount "$m" || true; done
+    { grep -o " $ROOT[^ ]*" /proc/self/mountinfo 2>/dev/null || true; } | while read -r m; do umount "$m" || true; done
     rm -rf "$ROOT" "$WORK"
+    return 0
 }
 trap cleanup EXIT
 ls() { command ls "$@"; }
