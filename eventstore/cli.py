@@ -30,6 +30,13 @@ def default_root() -> str:
 GLOBAL_WITH_VALUE = {"--root", "--driver"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every error."""
+
+    def error(self, message: str):
+        self.exit(2, f"layerstore: {message} (see '{self.prog} --help')\n")
+
+
 def find_command(argv: list[str]) -> str | None:
     """The command word in ``argv`` (skipping global options and their values)."""
     skip = False
@@ -61,11 +68,11 @@ class _OnlyOne:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
+    p = _Parser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
     p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
     p.add_argument("--driver", default=None, help="storage driver: overlay or vfs (default: overlay where it works)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     wanted = find_command(argv) if argv is not None else None
     if wanted is not None and wanted in KNOWN_COMMANDS:
         sub = _OnlyOne(sub, wanted)
@@ -498,6 +505,8 @@ def cmd_log(args) -> int:
 
 def cmd_failpoints(args) -> int:
     # importing the modules declares their failpoints
+    import eventstore.drivers.overlay  # noqa: F401
+    import eventstore.drivers.vfs  # noqa: F401
     import eventstore.index  # noqa: F401
     import eventstore.recovery  # noqa: F401
     import eventstore.store  # noqa: F401

@@ -25,7 +25,7 @@ from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.index import Index
 from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
 from eventstore.log.format import HEADER_SIZE, decode_header
-from eventstore.log.reader import read_from
+from eventstore.log.reader import read_header
 from eventstore.log.segment import list_segments
 from eventstore.names import check_digest, check_id, check_name
 from eventstore.state import LayerRecord, apply, check
@@ -77,7 +77,7 @@ def _resume_point(root: Path, index: Index) -> Position | None:
     segments = list_segments(root / "log")
     if not segments:
         return None
-    header = decode_header(read_from(segments[0][1], 0)[:HEADER_SIZE])
+    header = decode_header(read_header(segments[0][1]))
     if isinstance(header, str) or str(header.store_uuid) != index.store_uuid:
         return None
     return position
@@ -225,8 +225,8 @@ class LayerStore:
     def _write_checkpoint(self) -> Path:
         from eventstore import checkpoint
 
-        position = self.index.position()
-        assert position is not None
+        # an empty store has no projected position yet: its checkpoint is the empty state at LSN 0
+        position = self.index.position() or self.log.tail
         path = checkpoint.write(self.root, self.log.store_uuid, position, self.index.layers())
         self._checkpoint_lsn = position.lsn - 1
         return path
@@ -397,18 +397,20 @@ class LayerStore:
 
     def hold(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:
         """Take a hold (``layer_inc_hold_refs``); the new hold count."""
+        chosen = self._holder(lease, holder)  # a hostile lease is a usage error, found or not
         with self._deciding():
             rec = self.lookup(ref)
-            self._append(ev.HoldAdded(layer=rec.id, holder=self._holder(lease, holder)))
+            self._append(ev.HoldAdded(layer=rec.id, holder=chosen))
             return self.index.layer(rec.id).hold_refs  # type: ignore[union-attr]
 
     def release(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:
         """Release a hold (``layer_dec_hold_refs``); the new count. Without a lease or
         holder: this process's own hold, else the most recent process hold."""
+        named = self._holder(lease, holder) if lease is not None or holder else None
         with self._deciding():
             rec = self.lookup(ref)
-            if lease is not None or holder:
-                chosen = self._holder(lease, holder)
+            if named is not None:
+                chosen = named
             else:
                 chosen = self.owner if self.owner in rec.holds else next(
                     (h for h in reversed(rec.holds) if not h.lease), None)

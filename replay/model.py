@@ -210,14 +210,14 @@ class Model:
         layer.names = list(names)
 
     def hold(self, ref: str, *, lease: str | None = None, actor: str = "pid:me") -> int:
-        holder = lease_holder(_valid_name(lease, "lease")) if lease else actor
+        holder = lease_holder(_valid_name(lease, "lease")) if lease is not None else actor
         layer = self.lookup(ref)
         layer.holds.append(holder)
         return layer.hold_refs
 
     def release(self, ref: str, *, lease: str | None = None, actor: str = "pid:me") -> int:
         """Without a lease: ``actor``'s own hold, else the newest process hold."""
-        wanted = lease_holder(_valid_name(lease, "lease")) if lease else None
+        wanted = lease_holder(_valid_name(lease, "lease")) if lease is not None else None
         layer = self.lookup(ref)
         if wanted is None:
             if actor in layer.holds:

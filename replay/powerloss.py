@@ -562,28 +562,13 @@ def uninstall() -> None:
     _tracker = None
 
 
-def arm(root: str | os.PathLike, mode: str, crash_at: str | None, seed: int = 0) -> Tracker:
-    """Track ``root`` from now on (all of it durable at this moment), and lose power at
-    the failpoint pass ``crash_at`` ("NAME@N", N counting from 1)."""
+def arm(root: str | os.PathLike, mode: str, seed: int = 0) -> Tracker:
+    """Track ``root`` from now on (all of it durable at this moment); ``crash`` on the
+    returned tracker loses power."""
     if mode not in MODES:
         raise ValueError(f"power-loss mode must be one of {MODES}, not {mode!r}")
     os.makedirs(root, exist_ok=True)
     tracker = Tracker(os.fspath(root), mode, seed)
     tracker.sync_all()
     install(tracker)
-    if crash_at:
-        name, _, nth = crash_at.partition("@")
-        target = int(nth or 1)
-        original = faults.point
-        passes = 0
-
-        def point(point_name: str) -> None:
-            nonlocal passes
-            original(point_name)  # the trace records the point first
-            if point_name == name:
-                passes += 1
-                if passes == target:
-                    tracker.crash()
-
-        faults.point = point
     return tracker

@@ -378,6 +378,27 @@ def load_driver_modules(driver: str, specs: list[str]) -> None:
             importlib.import_module(spec)
 
 
+def arm_crash(spec: str, crash=None) -> None:
+    """Crash at ``spec`` ("NAME@N": the N-th pass of NAME; "@N": the N-th failpoint
+    passed): call ``crash``, or end the process as an armed failpoint does."""
+    from eventstore import faults
+
+    name, _, nth = spec.partition("@")
+    target = int(nth or 1)
+    original = faults.point
+    passes = 0
+
+    def point(point_name: str) -> None:
+        nonlocal passes
+        original(point_name)  # the trace records the point first
+        if not name or point_name == name:
+            passes += 1
+            if passes == target:
+                (crash or (lambda: os._exit(faults.CRASH_EXIT_CODE)))()
+
+    faults.point = point
+
+
 def _open(args):
     from eventstore.store import LayerStore
 
@@ -403,17 +424,22 @@ def child_main(argv: list[str] | None = None) -> int:
     p.add_argument("--ack", required=True)
     p.add_argument("--segment-size", type=int, default=64 * 1024 * 1024)
     p.add_argument("--checkpoint-interval", type=int, default=0)
-    p.add_argument("--power-loss", choices=["drop", "random", "torn"])
-    p.add_argument("--crash-at", help="NAME@N: with --power-loss, lose power at that failpoint pass")
+    p.add_argument("--power-loss", choices=["drop", "random", "torn"],
+                   help="lose power at the crash instead of just dying (replay.powerloss)")
+    p.add_argument("--crash-at", help="NAME@N: crash at the N-th pass of failpoint NAME; @N: at the N-th "
+                                      "failpoint passed, whatever its name")
     p.add_argument("--power-seed", type=int, default=0)
     args = p.parse_args(argv)
 
     load_driver_modules(args.driver, args.driver_module)
     steps = parse(Path(args.script).read_text(), args.seed, Path(args.script).parent) if args.script else []
+    crash = None
     if args.power_loss:
         from replay import powerloss
 
-        powerloss.arm(args.root, args.power_loss, args.crash_at, args.power_seed)
+        crash = powerloss.arm(args.root, args.power_loss, args.power_seed).crash
+    if args.crash_at:
+        arm_crash(args.crash_at, crash)
     acks = AckWriter(args.ack)
     acks.write(event="begin", step=OPEN_STEP)
     store = _open(args)

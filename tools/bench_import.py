@@ -4,8 +4,8 @@ import-layer` (overlay driver for both), with `tar -xzf` as the floor.
 
     python tools/bench_import.py [--file LAYER.tar.gz] [--rounds 7]
 
-Without --file, the layer is a `tar czf` of this Python's standard library (tens of
-MB uncompressed). Rounds interleave the contenders so that noise hits all alike; the
+Without --file, the layer is a `tar czf` of the system Python's standard library,
+/usr/lib/python3.X (tens of MB uncompressed; site-packages left out). Rounds interleave the contenders so that noise hits all alike; the
 medians and their ratio to containers-storage are printed. layerstore is timed twice:
 in this process (the import alone) and in a fresh interpreter (what a CLI user waits
 for, like the peer's timing, which includes its process start). Neither side syncs
@@ -43,9 +43,11 @@ with open(sys.argv[1], "rb") as f:
 
 
 def default_layer(work: Path) -> Path:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    system = sorted(Path("/usr/lib").glob("python3.[0-9]*"))
+    stdlib = system[-1] if system else Path(sysconfig.get_paths()["stdlib"])
     path = work / "layer.tar.gz"
-    subprocess.run(["tar", "czf", str(path), "-C", str(stdlib.parent), stdlib.name],
+    subprocess.run(["tar", "czf", str(path), "--exclude=site-packages",
+                    "--exclude=dist-packages", "-C", str(stdlib.parent), stdlib.name],
                    check=True)
     return path
 

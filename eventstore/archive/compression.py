@@ -10,6 +10,8 @@ from __future__ import annotations
 import bz2
 import hashlib
 import lzma
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -51,7 +53,12 @@ def _is_zstd_skippable(head: bytes) -> bool:
 
 
 class LayerSource:
-    """The caller's stream, read once: yields uncompressed chunks, hashing both sides."""
+    """The caller's stream, read once: yields uncompressed chunks, hashing both sides.
+
+    Reading, decompressing and hashing run on a helper thread (zlib/igzip, zstd, lzma
+    and hashlib all release the GIL on big buffers), a few chunks ahead of the
+    extraction, which spends its time in syscalls: the two overlap on two cores.
+    """
 
     def __init__(self, stream: BinaryIO, max_size: int,
                  progress: Callable[[int], None] | None = None):
@@ -64,17 +71,17 @@ class LayerSource:
         self.diff_size = 0
         self._pending = self._read_raw()
         self.compression = detect(self._pending)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _read_raw(self) -> bytes:
         data = self._stream.read(READ_SIZE)
-        if data is None:  # a non-blocking stream with nothing yet: treat as an error
+        if data is None:  # a non-blocking stream with nothing yet
             raise StreamError("the input stream is non-blocking")
         if data:
             data = bytes(data)
             self.compressed_hash.update(data)
             self.compressed_size += len(data)
-            if self._progress is not None:
-                self._progress(self.compressed_size)
         return data
 
     def raw_chunks(self) -> Iterator[bytes]:
@@ -82,10 +89,11 @@ class LayerSource:
         data, self._pending = self._pending, b""
         while data:
             yield data
+            if self._stop.is_set():
+                return
             data = self._read_raw()
 
-    def chunks(self) -> Iterator[bytes]:
-        """Uncompressed chunks, every byte of the stream, hashed and counted."""
+    def _decoded(self) -> Iterator[bytes]:
         decoder = {
             "none": _plain, "gzip": _gzip, "zstd": _zstd, "xz": _xz, "bzip2": _bzip2,
         }[self.compression]
@@ -97,6 +105,58 @@ class LayerSource:
                     f"uncompressed layer exceeds the limit of {limit} bytes")
             self.diff_hash.update(chunk)
             yield chunk
+
+    def chunks(self) -> Iterator[bytes]:
+        """Uncompressed chunks, every byte of the stream, hashed and counted.
+
+        The digests and sizes are final once this is exhausted. Progress is reported
+        from the calling thread.
+        """
+        queue_ = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._thread = threading.Thread(target=self._produce, args=(queue_,),
+                                        name="layer-decompress", daemon=True)
+        self._thread.start()
+        reported = 0
+        while True:
+            item = queue_.get()
+            if self._progress is not None and self.compressed_size != reported:
+                reported = self.compressed_size
+                self._progress(reported)
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        self._thread.join()
+
+    def _produce(self, queue_: queue.Queue) -> None:
+        try:
+            for chunk in self._decoded():
+                if not self._put(queue_, chunk):
+                    return
+            self._put(queue_, _END)
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put(queue_, err)
+
+    def _put(self, queue_: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                queue_.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        """Stop the helper thread (the import failed); it may still be inside one
+        read of the caller's stream, after which it stops."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+
+_END = object()
+QUEUE_DEPTH = 8
 
 
 # --- decoders: raw chunks in, uncompressed chunks (each <= CHUNK_SIZE) out ---------

@@ -91,6 +91,7 @@ def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: in
     split = TarSplitWriter(split_fd)
     extractor = Extractor(root_fd, whiteout_format, split)
     entry: Entry | None = None
+    source = None
     try:
         source = LayerSource(stream, max_size, progress)
         reader = TarReader(source.chunks(), split, max_size)
@@ -111,6 +112,8 @@ def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: in
         raise StorageError(f"extracting {_where(entry)}: {err}") from err
     finally:
         extractor.close()
+        if source is not None:
+            source.close()
     diff_digest = "sha256:" + source.diff_hash.hexdigest()
     split.finish(reader.entries_read, source.diff_size, diff_digest)
     return ImportResult(

@@ -115,7 +115,6 @@ class TarReader:
     # --- entries -------------------------------------------------------------------
 
     def entries(self) -> Iterator[Entry]:
-        global_pax: dict[bytes, bytes] = {}
         while True:
             start = self.offset
             block = self._read_upto(BLOCK)
@@ -127,7 +126,7 @@ class TarReader:
                 self._split.raw(block)
                 self._trailing(start)
                 return
-            entry = self._member(block, start, global_pax)
+            entry = self._member(block, start)
             if entry is None:
                 continue
             self.entries_read += 1
@@ -137,8 +136,13 @@ class TarReader:
                 self.keep_payload_inline()
             self._padding(entry.size)
 
-    def _member(self, block: bytes, start: int, global_pax: dict[bytes, bytes]) -> Entry | None:
-        """Read one member's headers; None after an extension header (the loop goes on)."""
+    def _member(self, block: bytes, start: int) -> Entry | None:
+        """Read one member's headers; None for a PAX global header.
+
+        Global headers are kept in the tar-split but not applied to later entries:
+        Go's archive/tar (containers-storage, moby) ignores them too, and a layer must
+        not mean one thing to us and another to the peer.
+        """
         pax: list[tuple[bytes, bytes]] = []
         long_name = long_link = None
         while True:
@@ -155,7 +159,7 @@ class TarReader:
                     if flag == h.PAX_LOCAL:
                         pax.extend(h.parse_pax(data))
                     elif flag == h.PAX_GLOBAL:
-                        global_pax.update(h.parse_pax(data))
+                        h.parse_pax(data)  # well-formed, but not applied
                         if not pax and long_name is None and long_link is None:
                             return None
                     elif flag == h.GNU_LONGNAME:
@@ -171,8 +175,7 @@ class TarReader:
                                    "is not followed by an entry")
                 continue
             try:
-                return self._entry(raw, start, {**global_pax, **dict(pax)}, pax,
-                                   long_name, long_link)
+                return self._entry(raw, start, dict(pax), pax, long_name, long_link)
             except HeaderError as err:
                 name = _show(long_name or raw.name)
                 raise TarError(f"entry {name} (at byte {start}): {err}") from None

@@ -25,16 +25,22 @@ class RawRecord(NamedTuple):
     payload: bytes
 
 
-def read_from(path: Path, offset: int) -> bytes:
-    """The bytes of ``path`` from ``offset`` to its current end."""
+def read_from(path: Path, offset: int, limit: int | None = None) -> bytes:
+    """The bytes of ``path`` from ``offset`` to its current end (at most ``limit``)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         if size <= offset:
             return b""
-        return os.pread(fd, size - offset, offset)
+        length = size - offset if limit is None else min(limit, size - offset)
+        return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+def read_header(path: Path) -> bytes:
+    """The first HEADER_SIZE bytes of a segment (or fewer, if it is shorter)."""
+    return read_from(path, 0, HEADER_SIZE)
 
 
 def scan(path: Path, buf: bytes, base: int, salt: int, expected_lsn: int, last: bool,

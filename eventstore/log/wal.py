@@ -26,7 +26,7 @@ from eventstore.errors import CorruptLog, LogClosed, StorageError
 from eventstore.events import Event, decode_batch, encode_batch
 from eventstore.fsutil import fsync_dir
 from eventstore.log.format import HEADER_SIZE, SegmentHeader, decode_header, encode_record
-from eventstore.log.reader import Damage, RawRecord, read_from, scan
+from eventstore.log.reader import Damage, RawRecord, read_from, read_header, scan
 from eventstore.log.segment import create_segment, list_segments, remove_temp_files, segment_name
 from eventstore.log.writer import GroupCommitter
 
@@ -133,7 +133,7 @@ class EventLog:
     def _read_headers(self, segments: list[tuple[int, Path]]) -> None:
         expected_number = segments[0][0]
         for number, path in segments:
-            header = decode_header(read_from(path, 0)[:HEADER_SIZE])
+            header = decode_header(read_header(path))
             if isinstance(header, str):
                 raise CorruptLog(f"log: {path}: {header}", str(path), 0)
             if number != expected_number:
@@ -203,7 +203,7 @@ class EventLog:
     def _open_next_segment(self, number: int) -> None:
         if number not in self._headers:
             path = self.log_dir / segment_name(number)
-            header = decode_header(read_from(path, 0)[:HEADER_SIZE])
+            header = decode_header(read_header(path))
             if isinstance(header, str):
                 raise CorruptLog(f"log: {path}: {header}", str(path), 0)
             if header.store_uuid != self.store_uuid:
@@ -387,7 +387,7 @@ class EventLog:
         lsn = self._headers[min(self._headers)].first_lsn if self._headers else 1
         torn = None
         for i, (number, path) in enumerate(segments):
-            header = decode_header(read_from(path, 0)[:HEADER_SIZE])
+            header = decode_header(read_header(path))
             if isinstance(header, str) or header.store_uuid != self.store_uuid:
                 raise CorruptLog(f"log: {path}: {header if isinstance(header, str) else 'foreign store'}", str(path), 0)
             if header.first_lsn != lsn:
