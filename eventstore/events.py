@@ -149,6 +149,13 @@ class LayerQuarantined(Event, tag="layer-quarantined"):
     reason: str = ""
 
 
+class OrphanRemoved(Event, tag="orphan-removed"):
+    """Recovery removed data no event accounted for (``what``: driver data, tar-split)."""
+
+    layer: str
+    what: str = ""
+
+
 class ContentRejected(Event, tag="content-rejected"):
     """An import was refused; kept for the audit trail (the layer is removed)."""
 
@@ -170,6 +177,7 @@ AnyEvent = (
     | RecoveryStarted
     | RecoveryFinished
     | LayerQuarantined
+    | OrphanRemoved
     | ContentRejected
 )
 

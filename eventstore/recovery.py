@@ -97,6 +97,7 @@ def _sweep_orphans(store: "LayerStore", actions: list[str]) -> None:
         _start(store, actions)
         faults.point("recovery.before-orphan")
         store.driver.remove(layer_id)
+        store._append(ev.OrphanRemoved(layer=layer_id, what="driver data"))
         actions.append(f"removed orphan driver data {layer_id}")
     tarsplit_dir = store.root / "tarsplit"
     if tarsplit_dir.is_dir():
@@ -105,4 +106,5 @@ def _sweep_orphans(store: "LayerStore", actions: list[str]) -> None:
             if layer_id not in known:
                 _start(store, actions)
                 path.unlink()
+                store._append(ev.OrphanRemoved(layer=layer_id, what="tar-split"))
                 actions.append(f"removed orphan tar-split {path.name}")

@@ -223,14 +223,23 @@ class StoreMachine(RuleBasedStateMachine):
     # --- crashes -------------------------------------------------------------------------------------
 
     def crash_op(self, data) -> tuple[Op, str]:
-        """An operation for the child, as a model Op and a workload line (literal refs)."""
-        ids = list(self.model.layers)
-        ref = data.draw(st.sampled_from(ids) if ids else st.sampled_from(ID_POOL), label="crash ref")
-        kind = data.draw(st.sampled_from(["create", "create", "hold", "release", "names", "delete", "mount",
-                                          "umount", "checkpoint"]), label="crash op")
+        """An operation for the child, as a model Op and a workload line (literal refs).
+
+        Mostly one the model says succeeds (a refused one passes few failpoints)."""
+        layers = self.model.list()
+        held = [la.id for la in layers if la.holds]
+        mounted = [la.id for la in layers if la.mount_count]
+        parents = {la.parent for la in layers}
+        deletable = [la.id for la in layers if not la.holds and la.id not in parents]
+        choices = ["create", "create", "checkpoint"]
+        if layers:
+            choices += ["hold", "names", "mount"]
+        choices += ["release"] * bool(held) + ["umount"] * bool(mounted) + ["delete"] * bool(deletable)
+        kind = data.draw(st.sampled_from(choices), label="crash op")
+        any_layer = st.sampled_from([la.id for la in layers] or ID_POOL)
         if kind == "create":
             new_id = data.draw(st.sampled_from(ID_POOL), label="crash id")
-            parent = data.draw(st.one_of(st.none(), st.sampled_from(ids)) if ids else st.none(), label="crash parent")
+            parent = data.draw(st.one_of(st.none(), any_layer) if layers else st.none(), label="crash parent")
             fixture = data.draw(st.one_of(st.none(), st.sampled_from(sorted(self.fixtures))) if self.fixtures
                                 else st.none(), label="crash tar")
             line = f"create ={new_id}" + (f" --parent ={parent}" if parent else "") + (
@@ -239,16 +248,21 @@ class StoreMachine(RuleBasedStateMachine):
             return Op.make("create", layer_id=new_id, parent=parent, names=(), writable=False, content=content,
                            diff_digest=None, compressed_digest=None), line
         if kind in ("hold", "release"):
-            lease = data.draw(st.one_of(st.none(), st.sampled_from(LEASES)), label="crash lease")
+            ref = data.draw(st.sampled_from(held) if kind == "release" else any_layer, label="crash ref")
+            leases = sorted({h[6:] for la in layers if la.id == ref for h in la.holds if h.startswith("lease:")})
+            lease = data.draw(st.one_of(st.none(), st.sampled_from(leases or LEASES)), label="crash lease")
             return Op.make(kind, ref=ref, lease=lease), f"{kind} ={ref}" + (f" --lease {lease}" if lease else "")
         if kind == "names":
+            ref = data.draw(any_layer, label="crash ref")
             names = data.draw(st.lists(st.sampled_from(NAME_POOL), max_size=2, unique=True), label="crash names")
             return Op.make(kind, ref=ref, names=tuple(names)), " ".join(
                 ["names", f"={ref}", *(shlex.quote(n) for n in names)])
         if kind in ("delete", "umount"):
+            ref = data.draw(st.sampled_from(deletable if kind == "delete" else mounted), label="crash ref")
             force = data.draw(st.booleans(), label="crash force")
             return Op.make(kind, ref=ref, force=force), f"{kind} ={ref}" + (" --force" if force else "")
         if kind == "mount":
+            ref = data.draw(any_layer, label="crash ref")
             return Op.make(kind, ref=ref), f"mount ={ref}"
         return Op.make("checkpoint"), "checkpoint"
 

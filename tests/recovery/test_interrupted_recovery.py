@@ -154,6 +154,7 @@ def test_everything_a_crash_can_leave_is_recovered_in_one_open(made: Path, drive
             ("hold-released", held),
             ("layer-deleted", deleting),
             ("layer-marked-incomplete", incomplete), ("layer-deleted", incomplete),
+            ("orphan-removed", orphan), ("orphan-removed", events[-2].layer),
             ("recovery-finished", None),
         ]
         assert events[-1].actions == 6  # and the two orphans

@@ -39,7 +39,9 @@ def test_orphans_are_removed_by_the_recover_command(made: Path, driver: str):
     assert not (made / "tarsplit" / f"{in_tarsplit}.tar-split").exists()
     with LayerStore.open(made) as store:
         events = events_after(store, before)
-        assert summary(events) == [("recovery-started", None), ("recovery-finished", None)]
+        assert summary(events) == [("recovery-started", None), ("orphan-removed", in_driver),
+                                   ("orphan-removed", in_tarsplit), ("recovery-finished", None)]
+        assert [e.what for e in events[1:3]] == ["driver data", "tar-split"]
         assert events[-1].actions == 2
         assert store.lookup("kept").id == kept and store.driver.exists(kept)
         assert check(store) == []
@@ -52,9 +54,11 @@ def test_orphans_are_swept_on_the_first_open_of_a_new_boot(made: Path, driver: s
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "the-next-boot")
     before = last_lsn_on_disk(made)
     with LayerStore.open(made) as store:
-        assert summary(events_after(store, before)) == [("recovery-started", None), ("recovery-finished", None)]
+        assert summary(events_after(store, before))[0] == ("recovery-started", None)
+        assert ("orphan-removed", in_driver) in summary(events_after(store, before))
+        assert summary(events_after(store, before))[-1] == ("recovery-finished", None)
         assert store.driver.exists(kept)
     assert not driver_dir(made, driver, in_driver).exists()
     assert list((made / "tarsplit").iterdir()) == []
     with LayerStore.open(made) as store:  # swept once for this boot
-        assert store.log.last_lsn == before + 2
+        assert store.log.last_lsn == before + 4  # started, two orphans, finished

@@ -305,3 +305,20 @@ def test_extension_header_without_an_entry_is_refused(sandbox):
 
 def test_unknown_entry_type_is_refused(sandbox):
     sandbox.refused(archive(member(b"f", typeflag=b"M")), match="unsupported entry type")
+
+
+def test_pax_global_header_does_not_rename_later_entries(sandbox):
+    records = b"".join([b"%d path=%s\n" % (len(b" path=hijack\n") + 2, b"hijack")])
+    data = archive(header(b"PaxHeaders/g", size=len(records), typeflag=b"g") + pad(records),
+                   member(b"f", b"x"))
+    sandbox.contained(data)
+    assert sandbox.in_target("f").read_bytes() == b"x"
+    assert not sandbox.in_target("hijack").exists()
+
+
+def test_refused_import_leaves_no_thread_running(sandbox):
+    import threading
+    bomb = gzip.compress(bytes(32 << 20), 1)
+    sandbox.refused(TarBuilder().file("a", b"x").bytes()[:700])
+    sandbox.refused(bomb, max_size=1 << 20)
+    assert not [t for t in threading.enumerate() if t.name == "layer-decompress"]

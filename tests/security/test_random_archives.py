@@ -19,7 +19,9 @@ from eventstore.errors import ContentRejected
 
 from ..archive.support import tree_listing
 
-COMPONENTS = ["a", "b", ".wh.a", ".wh..wh..opq", "..", "."]
+# mostly plain names, so that most archives get through and the survivors interact
+# ('..' in a name is always refused, tested on its own; here it is in link targets)
+COMPONENTS = ["a"] * 5 + ["b"] * 5 + [".wh.a", ".wh..wh..opq", "."]
 names = st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=3).map("/".join)
 link_targets = st.one_of(names, st.sampled_from(["/", "/etc", "../../outside",
                                                  "OUTSIDE", "a/../../.."]))
@@ -64,6 +66,11 @@ def test_random_archives_refuse_or_round_trip_and_never_escape(items, fmt, white
         os.symlink("secret", outside / "link")
         target = base / "target"
         target.mkdir()
+        if whiteout_format == "delete":  # a vfs child starts as a copy of its parent
+            (target / "a").mkdir()
+            (target / "a/from-parent").write_bytes(b"p")
+            os.symlink(outside, target / "b")
+            os.symlink("../../outside/secret", target / "a/b")
         before = tree_listing(outside)
         try:
             data = build(items, fmt, outside)
