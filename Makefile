@@ -23,5 +23,22 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tools/bench_log.py
 
+# The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
+# crash point of the built-in workload with every point of each recovery crashed too,
+# then a power loss in each mode; then the stateful model test with many examples.
+# `make test` runs the CI-sized version of all this.
+CRASH_SEEDS ?= 1 2
+CRASH_DRIVERS ?= vfs overlay
+CRASH_EXAMPLES ?= 2000
+crash-test: $(STAMP)
+	set -e; for seed in $(CRASH_SEEDS); do for driver in $(CRASH_DRIVERS); do \
+	    $(BIN)/python -m replay.crash --driver $$driver --seed $$seed --recovery-crashes all; \
+	    for mode in drop random torn; do \
+	        $(BIN)/python -m replay.crash --driver $$driver --seed $$seed --power-loss --power-mode $$mode \
+	            --recovery-crashes 2; \
+	    done; \
+	done; done
+	LAYERSTORE_STATEFUL_EXAMPLES=$(CRASH_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/stateful
+
 clean:
 	rm -rf $(VENV) build *.egg-info

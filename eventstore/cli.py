@@ -185,24 +185,27 @@ def print_layer(rec) -> None:
         print(f"{key}: {value}")
 
 
-def print_tree(layers) -> None:
-    by_parent: dict[str | None, list] = {}
-    layers = [layer_json(r) for r in layers]
+def print_tree(layers: list[dict]) -> None:
+    """Draw the parent/child forest (layers as from ``listing``), iteratively: chains
+    can be deeper than Python's recursion limit."""
     ids = {r["id"] for r in layers}
+    by_parent: dict[str | None, list] = {}
     for rec in layers:
         by_parent.setdefault(rec["parent"] if rec["parent"] in ids else None, []).append(rec)
-
-    def walk(parent, prefix):
-        children = by_parent.get(parent, [])
-        for i, rec in enumerate(children):
-            last = i == len(children) - 1
-            label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "")
-            if rec["incomplete"]:
-                label += " [incomplete]"
-            print(f"{prefix}{'└── ' if last else '├── '}{label}")
-            walk(rec["id"], prefix + ("    " if last else "│   "))
-
-    walk(None, "")
+    stack = [(rec, "", i == len(by_parent.get(None, [])) - 1) for i, rec in enumerate(by_parent.get(None, []))]
+    stack.reverse()
+    out = []
+    while stack:
+        rec, prefix, last = stack.pop()
+        label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "")
+        if rec["incomplete"]:
+            label += " [incomplete]"
+        out.append(f"{prefix}{'└── ' if last else '├── '}{label}")
+        children = by_parent.get(rec["id"], [])
+        child_prefix = prefix + ("    " if last else "│   ")
+        stack.extend(reversed([(c, child_prefix, i == len(children) - 1) for i, c in enumerate(children)]))
+    if out:
+        print("\n".join(out))
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -267,15 +270,15 @@ def cmd_create(store, args) -> int:
 
 
 def cmd_layers(store, args) -> int:
-    layers = store.layers()
     if args.json:
-        emit_json([layer_json(r) for r in layers])
-    elif args.tree:
+        emit_json([layer_json(r) for r in store.layers()])
+        return 0
+    layers = store.listing()
+    if args.tree:
         print_tree(layers)
-    else:
-        for rec in map(layer_json, layers):
-            flags = " [incomplete]" if rec["incomplete"] else ""
-            print(f"{rec['id']}{'  ' + ', '.join(rec['names']) if rec['names'] else ''}{flags}")
+    elif layers:
+        print("\n".join(f"{r['id']}{'  ' + ', '.join(r['names']) if r['names'] else ''}"
+                        f"{' [incomplete]' if r['incomplete'] else ''}" for r in layers))
     return 0
 
 
@@ -505,6 +508,7 @@ def cmd_log(args) -> int:
 
 def cmd_failpoints(args) -> int:
     # importing the modules declares their failpoints
+    import eventstore.checkpoint  # noqa: F401
     import eventstore.drivers.overlay  # noqa: F401
     import eventstore.drivers.vfs  # noqa: F401
     import eventstore.index  # noqa: F401

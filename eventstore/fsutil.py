@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eventstore import faults
+
+faults.declare("fsutil.atomic-write.before-rename", "an atomic write's temp file is synced, not renamed")
+faults.declare("fsutil.atomic-write.after-rename", "an atomic write is renamed, its directory not yet synced")
+
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a directory so that entries created, renamed or removed in it are durable."""
@@ -30,7 +35,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    faults.point("fsutil.atomic-write.before-rename")
     os.rename(tmp, path)
+    faults.point("fsutil.atomic-write.after-rename")
     fsync_dir(path.parent)
 
 

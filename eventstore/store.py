@@ -33,6 +33,7 @@ from eventstore.state import LayerRecord, apply, check
 for _name, _doc in [
     ("store.create.after-intent", "the intent event is durable, no driver work yet"),
     ("store.create.after-driver", "the driver created the layer, no content yet"),
+    ("store.create.after-import", "the tar is extracted and its tar-split synced, the layer data not yet"),
     ("store.create.after-content", "content is extracted and synced, not yet completed"),
     ("store.delete.after-mark", "the delete is recorded as begun, data still there"),
     ("store.delete.after-remove", "the driver removed the data, delete not yet recorded"),
@@ -245,6 +246,10 @@ class LayerStore:
     def exists(self, ref: str) -> bool:
         return self.index.exists(ref)
 
+    def listing(self) -> list[dict]:
+        """id, parent, names, incomplete of every layer (cheap; for listings)."""
+        return self.index.listing()
+
     def layers(self) -> list[LayerRecord]:
         """Every layer, in creation order (incomplete ones included, flagged)."""
         return self.index.layers()
@@ -350,6 +355,7 @@ class LayerStore:
             imported = import_layer(content, self.driver.diff_path(layer_id), tarsplit,
                                     whiteout_format=self.driver.whiteout_format,
                                     max_size=max_size or DEFAULT_MAX_SIZE, progress=progress)
+            faults.point("store.create.after-import")
             for given, got, what in [(diff_digest, imported.diff_digest, "diff"),
                                      (compressed_digest, imported.compressed_digest, "compressed")]:
                 if given and given != got:

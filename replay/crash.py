@@ -7,9 +7,11 @@ what recovery makes of each crash (``python -m replay.crash --driver NAME``).
 2. For every position k of that sequence: a fresh root, the workload again, crashed
    at k (``LAYERSTORE_FAILPOINTS=NAME=crash@N``: ``os._exit`` on the spot; with
    ``--power-loss``, ``replay.powerloss`` first rewrites the root to what was synced).
-3. Recover: open the store in a new process (after a power loss: in a new "boot").
-   Optionally crash that recovery too, at points of its own sequence, and open again.
-4. Check, in this process:
+3. Recover: open the store, in the harness's own process (the crashed one is dead;
+   after a power loss, in a new "boot"), tracing the failpoints recovery passes.
+   Optionally crash that recovery too (in a child), at points of its own sequence,
+   each from a fresh crash at k, and recover again.
+4. Check, in the harness's process:
    - every operation acknowledged before the crash is there, and the one in flight
      either happened or did not: the store equals the reference model (``replay.model``)
      after the acknowledged steps, or after the step in flight, as a crash leaves it
@@ -44,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replay.model import Model, describe_difference, observe_store
-from replay.workload import (OPEN_STEP, Step, builtin_workload, load_driver_modules, normalize, parse,
-                             read_acks)
+from replay.workload import (OPEN_STEP, Step, WorkloadError, builtin_workload, load_driver_modules, normalize,
+                             parse, read_acks)
 
 REPO = Path(__file__).resolve().parent.parent
 POWER_MODES = ("drop", "random", "torn")
@@ -65,12 +67,12 @@ def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
     from replay.powerloss import detach_mounts
 
     base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
-    mounted = False
     if use_tmpfs and os.geteuid() == 0:
         import ctypes
 
+        # if the mount fails (no privilege in this namespace), the directory is used as it is
         libc = ctypes.CDLL(None, use_errno=True)
-        mounted = libc.mount(b"tmpfs", os.fsencode(base), b"tmpfs", 0, f"size={size},mode=0755".encode()) == 0
+        libc.mount(b"tmpfs", os.fsencode(base), b"tmpfs", 0, f"size={size},mode=0755".encode())
     try:
         yield base
     finally:
@@ -118,7 +120,7 @@ class PointResult:
     failpoint: str
     passes: int
     step: str  # the operation in flight
-    outcome: str  # undone | done | partial | violation | not-reached | diverged
+    outcome: str  # undone | done | partial | not-reached | violation
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     mode: str = ""
@@ -239,19 +241,6 @@ def _dump_tables(store) -> dict:
             for t in ("layers", "names", "history")}
 
 
-def _mount_points(root: Path) -> set[str]:
-    prefix = os.path.realpath(root)
-    found = set()
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            raw = line.split(b" ")[4]
-            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
-                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
-            if point == prefix or point.startswith(prefix + "/"):
-                found.add(point)
-    return found
-
-
 @contextmanager
 def _traced(trace: Path | None, boot: str) -> Iterator[None]:
     """Failpoints passed in this process go to ``trace``; the boot id is ``boot``."""
@@ -354,7 +343,9 @@ def _check_driver(store, root: Path, problems: list[str], notes: list[str]) -> N
             owner = layers.get(path.name.split(".", 1)[0])
             if owner is None or not owner.has_tarsplit:
                 problems.append(f"orphan tar-split: {path.name}")
-    mounted = _mount_points(root)
+    from replay.powerloss import mount_points
+
+    mounted = mount_points(root)
     for rec in layers.values():
         if rec.mount_count and not store.driver.is_mounted(rec.id):
             problems.append(f"layer {rec.id[:12]}: mount count {rec.mount_count}, not mounted in the kernel")
@@ -496,7 +487,10 @@ def learn(config: Config) -> Plan:
     """Run the workload once without a crash: its failpoint sequence, checked results."""
     script = config.base / "workload.txt"
     script.write_text(config.workload)
-    steps = parse(config.workload, config.seed, Path.cwd())
+    try:
+        steps = parse(config.workload, config.seed, Path.cwd())
+    except WorkloadError as exc:
+        raise HarnessError(f"workload {config.workload_name}: {exc}") from None
     workdir = config.base / "learn"
     root = workdir / "root"
     root.mkdir(parents=True)
@@ -517,9 +511,11 @@ def learn(config: Config) -> Plan:
     return Plan(sequence, steps, script)
 
 
-def run(config: Config, out=sys.stdout) -> list[PointResult]:
+def run(config: Config, out=None) -> list[PointResult]:
     """Learn, crash at every point (or ``config.only``), print the report; the results."""
+    out = out or sys.stdout
     started = time.monotonic()
+    load_driver_modules(config.driver, config.driver_modules)
     plan = learn(config)
     what = "power loss (" + config.power_mode + ")" if config.power_loss else "process crash"
     print(f"workload {config.workload_name}: {len(plan.steps)} steps, {len(plan.sequence)} failpoints passed; "
@@ -558,6 +554,7 @@ def flatten(results: list[PointResult]) -> list[PointResult]:
 
 
 OUTCOMES = ("undone", "done", "partial", "not-reached", "violation")
+MAX_REPORTED = 20  # violations printed in full
 
 
 def report(config: Config, results: list[PointResult], out, seconds: float) -> None:
@@ -577,12 +574,15 @@ def report(config: Config, results: list[PointResult], out, seconds: float) -> N
                     for r in everything for note in r.notes)
     for note, count in sorted(notes.items()):
         print(f"note: {note} ({count}x)", file=out)
-    for r in violations:
+    for r in violations[:MAX_REPORTED]:
         print(f"\nVIOLATION at position {r.position} ({r.failpoint} pass {r.passes}"
               f"{', ' + r.mode if r.mode else ''}; in flight: {r.step}):", file=out)
         for problem in r.problems:
             print(f"  {problem}", file=out)
         print(f"  reproduce: {reproduce_command(config, r.position)}", file=out)
+    if len(violations) > MAX_REPORTED:
+        print(f"\n... and {len(violations) - MAX_REPORTED} more violations at positions "
+              f"{', '.join(r.position for r in violations[MAX_REPORTED:])}", file=out)
     print(f"({seconds:.0f} s)", file=out)
     print(f"{len(everything)} crash points, {len(violations)} violations", file=out)
 

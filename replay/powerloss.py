@@ -404,19 +404,25 @@ def _set_meta(path: str, meta: Meta) -> None:
     os.utime(path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)
 
 
-def detach_mounts(root: str) -> None:
+def mount_points(root: str | os.PathLike) -> set[str]:
+    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone)."""
+    prefix = os.path.realpath(root)
+    found = set()
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            raw = line.split(b" ")[4]
+            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
+                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
+            if point == prefix or point.startswith(prefix + "/"):
+                found.add(point)
+    return found
+
+
+def detach_mounts(root: str | os.PathLike) -> None:
     """Detach every mount at or below ``root``, deepest first (a reboot drops them all)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    prefix = os.path.realpath(root)
     for _ in range(16):
-        points = []
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                raw = line.split(b" ")[4]
-                point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
-                                    .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
-                if point == prefix or point.startswith(prefix + "/"):
-                    points.append(point)
+        points = mount_points(root)
         if not points:
             return
         for point in sorted(points, key=len, reverse=True):

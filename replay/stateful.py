@@ -63,7 +63,7 @@ class StoreMachine(RuleBasedStateMachine):
     driver = "vfs"
     driver_modules: list[str] = []
     scratch: str | None = None  # where roots go (a tmpfs makes the machine much faster)
-    max_crashes = 2  # child-process crashes per example (each costs a process start)
+    max_crashes = 1  # of each kind (creating, other) per example: each costs a process start
     content = True  # creates from tar fixtures (when eventstore.archive is there)
 
     def __init__(self) -> None:
@@ -78,7 +78,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.boots = 0
         self.store = self._open_store()
         self.model = Model()
-        self.crashes = 0
+        self.crashes = {"create": 0, "other": 0}
         self.fixtures = _fixtures() if self.content and archive_available() else {}
 
     def teardown(self) -> None:
@@ -222,7 +222,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     # --- crashes -------------------------------------------------------------------------------------
 
-    def crash_op(self, data) -> tuple[Op, str]:
+    def crash_op(self, data, creating: bool) -> tuple[Op, str]:
         """An operation for the child, as a model Op and a workload line (literal refs).
 
         Mostly one the model says succeeds (a refused one passes few failpoints)."""
@@ -231,10 +231,9 @@ class StoreMachine(RuleBasedStateMachine):
         mounted = [la.id for la in layers if la.mount_count]
         parents = {la.parent for la in layers}
         deletable = [la.id for la in layers if not la.holds and la.id not in parents]
-        choices = ["create", "create", "checkpoint"]
-        if layers:
-            choices += ["hold", "names", "mount"]
-        choices += ["release"] * bool(held) + ["umount"] * bool(mounted) + ["delete"] * bool(deletable)
+        choices = ["create"] if creating else ["checkpoint", "hold", "names", "mount"]
+        if not creating:
+            choices += ["release"] * 2 * bool(held) + ["umount"] * 2 * bool(mounted) + ["delete"] * 3 * bool(deletable)
         kind = data.draw(st.sampled_from(choices), label="crash op")
         any_layer = st.sampled_from([la.id for la in layers] or ID_POOL)
         if kind == "create":
@@ -266,14 +265,28 @@ class StoreMachine(RuleBasedStateMachine):
             return Op.make(kind, ref=ref), f"mount ={ref}"
         return Op.make("checkpoint"), "checkpoint"
 
-    @precondition(lambda self: self.crashes < self.max_crashes)
-    @rule(data=st.data(), passes=st.one_of(st.integers(1, 5), st.integers(1, 24)),
+    @precondition(lambda self: self.crashes["create"] < self.max_crashes)
+    @rule(data=st.data(), passes=st.one_of(st.integers(1, 5), st.integers(1, 30)),
           power_loss=st.sampled_from([None, None, "drop", "random", "torn"]), seed=st.integers(0, 2**16))
-    def crash_in_child(self, data, passes, power_loss, seed):
-        """A child process does one operation and dies at a failpoint (or loses power);
-        the store is reopened and must hold the model's last acknowledged state."""
-        self.crashes += 1
-        op, line = self.crash_op(data)
+    def crash_while_creating(self, data, passes, power_loss, seed):
+        """A child process creates a layer and dies at a failpoint (or loses power)."""
+        self.crashes["create"] += 1
+        self.crash_in_child(data, True, passes, power_loss, seed)
+
+    @precondition(lambda self: self.crashes["other"] < self.max_crashes and self.model.layers)
+    @rule(data=st.data(), passes=st.one_of(st.integers(1, 5), st.integers(1, 12)),
+          power_loss=st.sampled_from([None, None, "drop", "random", "torn"]), seed=st.integers(0, 2**16))
+    def crash_during_an_operation(self, data, passes, power_loss, seed):
+        """A child process holds, releases, names, mounts, unmounts, deletes or
+        checkpoints, and dies at a failpoint (or loses power)."""
+        self.crashes["other"] += 1
+        self.crash_in_child(data, False, passes, power_loss, seed)
+
+    def crash_in_child(self, data, creating: bool, passes: int, power_loss: str | None, seed: int) -> None:
+        """Run one operation in a child that crashes at its ``passes``-th failpoint;
+        reopen; the store must hold the model's last acknowledged state (or the
+        operation in flight done, or undone)."""
+        op, line = self.crash_op(data, creating)
         self.store.close()
         crashed, acked, in_flight = self.run_child(line, f"@{passes}", power_loss, seed)
         reboot = crashed and power_loss is not None
@@ -305,7 +318,8 @@ class StoreMachine(RuleBasedStateMachine):
                                  f"{line!r}: {describe_difference(candidates[-1][1].observe(), observed)}")
         from replay.verify import check
 
-        assert check(self.store, content=bool(self.fixtures)) == []
+        problems = check(self.store, content=bool(self.fixtures))
+        assert not problems, problems
 
     def run_child(self, line: str, crash_at: str, power_loss: str | None, seed: int):
         """Run ``line`` in ``python -m replay.workload``, crashing at ``crash_at`` ("@N":

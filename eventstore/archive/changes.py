@@ -108,39 +108,63 @@ class _Diff:
     def _walk(self) -> Iterator[bytes]:
         if self._overlay and _opaque(self._layer_fd, None):
             yield self._marker(b"", OPAQUE, os.fstat(self._layer_fd))
-        # a stack of directories being walked: (path, layer fd, parent fd, names left)
-        stack = [(b"", self._layer_fd, self._parent_fd, self._names(self._layer_fd,
-                                                                    self._parent_fd))]
+        # Only the current directory's fds are held (one per tree, plus the parent
+        # tree's fd from where a layer-only subtree began): the way back up is "..",
+        # so no depth of directories runs the process out of descriptors.
+        self._here = os.dup(self._layer_fd)
+        self._here_parent = None if self._parent_fd is None else os.dup(self._parent_fd)
+        # frames: [path, names left (reversed), parent-tree fd kept aside, has parent dir]
+        stack = [[b"", self._names(), None, self._here_parent is not None]]
         try:
             while stack:
-                path, layer_fd, parent_fd, names = stack[-1]
-                if not names:
-                    stack.pop()
-                    if path:
-                        os.close(layer_fd)
-                        if parent_fd is not None:
-                            os.close(parent_fd)
-                        if self._pending_dirs and self._pending_dirs[-1][0] == path:
-                            self._pending_dirs.pop()
+                path, names, _, _ = frame = stack[-1]
+                if names:
+                    name = names.pop()
+                    yield from self._visit(stack, path + name, name)
                     continue
-                name = names.pop()
-                child = path + name
-                yield from self._visit(stack, child, name, layer_fd, parent_fd)
+                stack.pop()
+                if path:
+                    self._leave(frame)
+                    if self._pending_dirs and self._pending_dirs[-1][0] == path:
+                        self._pending_dirs.pop()
         finally:
-            for path, layer_fd, parent_fd, _ in stack[1:]:
-                os.close(layer_fd)
-                if parent_fd is not None:
-                    os.close(parent_fd)
+            for fd in [self._here, self._here_parent] + [f[2] for f in stack]:
+                if fd is not None:
+                    os.close(fd)
 
-    def _names(self, layer_fd: int, parent_fd: int | None) -> list[bytes]:
-        """Names to visit, in reverse order (popped from the end)."""
-        names = set(_list(layer_fd))
-        if parent_fd is not None:
-            names.update(_list(parent_fd))
+    def _enter(self, stack, path: bytes, name: bytes, with_parent: bool) -> None:
+        down = os.open(name, _DIR_FLAGS, dir_fd=self._here)
+        os.close(self._here)
+        self._here = down
+        kept = None
+        if with_parent:
+            down = os.open(name, _DIR_FLAGS, dir_fd=self._here_parent)
+            os.close(self._here_parent)
+            self._here_parent = down
+        else:  # nothing below here in the parent tree; its fd waits for the way back
+            kept, self._here_parent = self._here_parent, None
+        stack.append([path, self._names(), kept, with_parent])
+
+    def _leave(self, frame) -> None:
+        up = os.open(b"..", _DIR_FLAGS, dir_fd=self._here)
+        os.close(self._here)
+        self._here = up
+        if frame[3]:
+            up = os.open(b"..", _DIR_FLAGS, dir_fd=self._here_parent)
+            os.close(self._here_parent)
+            self._here_parent = up
+        else:
+            self._here_parent, frame[2] = frame[2], None
+
+    def _names(self) -> list[bytes]:
+        """Names to visit in the current directory, in reverse order (popped)."""
+        names = set(_list(self._here))
+        if self._here_parent is not None:
+            names.update(_list(self._here_parent))
         return sorted(names, reverse=True)
 
-    def _visit(self, stack, child: bytes, name: bytes, layer_fd: int, parent_fd: int | None
-               ) -> Iterator[bytes]:
+    def _visit(self, stack, child: bytes, name: bytes) -> Iterator[bytes]:
+        layer_fd, parent_fd = self._here, self._here_parent
         try:
             node = _Node(layer_fd, name)
         except FileNotFoundError:
@@ -164,11 +188,7 @@ class _Diff:
                 self._pending_dirs.append((child + b"/", node))
             if self._overlay and _opaque(layer_fd, name):
                 yield self._marker(child, OPAQUE, node.st)
-            down = os.open(name, _DIR_FLAGS, dir_fd=layer_fd)
-            old_down = None
-            if same_dir:
-                old_down = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-            stack.append((child + b"/", down, old_down, self._names(down, old_down)))
+            self._enter(stack, child + b"/", name, same_dir)
             return
         if old is not None and old.same_as(node):
             return

@@ -8,11 +8,21 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from isal.isal_zlib import crc32
+
 from eventstore.archive.resolve import open_beneath
 from eventstore.archive.tarsplit import FileRef, SparseRef, TarSplitError, TarSplitReader
 from eventstore.errors import CorruptStore, InvalidArgument
 
 OUTPUT_CHUNK = 1 << 20
+
+
+class DamagedFile(CorruptStore):
+    """A layer file is missing or differs from what the import stored."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"layer file {path} {reason}")
+        self.path = path
 
 
 def export_layer(layer_dir: Path, tarsplit_path: Path) -> Iterator[bytes]:
@@ -52,13 +62,22 @@ def _generate(reader: TarSplitReader, split_fd: int, layer_fd: int, tarsplit_pat
             else:
                 pieces = (record,)
             for piece in pieces:
-                pending += piece
-                if len(pending) >= OUTPUT_CHUNK:
+                if len(piece) < OUTPUT_CHUNK // 4:  # gather small pieces
+                    pending += piece
+                    if len(pending) < OUTPUT_CHUNK:
+                        continue
+                    piece = b""
+                if pending:
                     out = bytes(pending)
                     pending.clear()
                     digest.update(out)
                     size += len(out)
                     yield out
+                if piece:  # a big one goes out as it is
+                    piece = bytes(piece)
+                    digest.update(piece)
+                    size += len(piece)
+                    yield piece
         if pending:
             out = bytes(pending)
             digest.update(out)
@@ -79,29 +98,51 @@ def _generate(reader: TarSplitReader, split_fd: int, layer_fd: int, tarsplit_pat
 
 def _payload(reader: TarSplitReader, layer_fd: int, ref: FileRef | SparseRef
              ) -> Iterator[bytes]:
+    """The payload of one FILE or SPARSE record, checked against its CRC."""
     if ref.payload_id in reader.footer.blobs:
-        yield from reader.blob(ref.payload_id)
+        yield from reader.blob(ref.payload_id)  # crc-checked by the frame
         return
     shown = ref.path.decode("utf-8", "backslashreplace")
     try:
         fd = open_beneath(layer_fd, ref.path, os.O_RDONLY)
     except OSError as err:
-        raise CorruptStore(f"layer file {shown} cannot be read: {err.strerror}") from None
+        raise DamagedFile(shown, f"cannot be read: {err.strerror}") from None
     try:
         if isinstance(ref, FileRef):
             segments = [(0, ref.size)]
-            if os.fstat(fd).st_size != ref.size:
-                raise CorruptStore(f"layer file {shown} is {os.fstat(fd).st_size} bytes, "
-                                   f"it was imported with {ref.size}")
+            size = os.fstat(fd).st_size
+            if size != ref.size:
+                raise DamagedFile(shown, f"is {size} bytes, it was imported with {ref.size}")
         else:
             segments = ref.segments
+        crc = 0
         for offset, length in segments:
             while length:
                 chunk = os.pread(fd, min(length, OUTPUT_CHUNK), offset)
                 if not chunk:
-                    raise CorruptStore(f"layer file {shown} is shorter than imported")
+                    raise DamagedFile(shown, "is shorter than imported")
+                crc = crc32(chunk, crc)
                 offset += len(chunk)
                 length -= len(chunk)
                 yield chunk
+        if crc != ref.crc:
+            raise DamagedFile(shown, "changed since it was imported (checksum differs)")
     finally:
         os.close(fd)
+
+
+def first_damaged_path(layer_dir: Path, tarsplit_path: Path) -> str | None:
+    """The first layer file (or the tar-split itself) whose bytes are not what the
+    import stored, or None when all are intact."""
+    try:
+        chunks = export_layer(layer_dir, tarsplit_path)
+    except (CorruptStore, InvalidArgument):
+        return str(tarsplit_path)
+    try:
+        for _ in chunks:
+            pass
+    except DamagedFile as err:
+        return err.path
+    except CorruptStore:
+        return str(tarsplit_path)
+    return None

@@ -18,6 +18,8 @@ import os
 import stat
 from collections.abc import Iterator
 
+from isal.isal_zlib import crc32
+
 from eventstore.archive.reader import Entry, TarReader
 from eventstore.archive.resolve import NotADirectory, PathMissing, ResolveError, Resolver
 from eventstore.archive.tarsplit import TarSplitWriter
@@ -140,16 +142,19 @@ class Extractor:
         fd = self._create(parent_fd, base, real,
                           lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=parent_fd))
         try:
+            crc = 0
             if entry.segments is None:
                 for piece in reader.payload_pieces(entry.size):
+                    crc = crc32(piece, crc)
                     _write_all(fd, piece)
-                payload_id = self._split.file(real, entry.size)
+                payload_id = self._split.file(real, entry.size, crc)
             else:
                 for offset, length in entry.segments:
                     for piece in reader.payload_pieces(length):
+                        crc = crc32(piece, crc)
                         offset += _pwrite_all(fd, piece, offset)
                 os.ftruncate(fd, entry.real_size)  # the trailing hole, if any
-                payload_id = self._split.sparse(real, entry.segments)
+                payload_id = self._split.sparse(real, entry.segments, crc)
             self._refs[real] = (payload_id, entry.size, entry.segments)
             self._metadata_fd(entry, fd)
             _set_times(fd, None, _atime(entry), entry.mtime_ns)
@@ -220,7 +225,12 @@ class Extractor:
                 raise Refused("device number out of range") from None
 
             def make() -> None:
-                os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+                try:
+                    os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+                except OSError as err:
+                    if err.errno != errno.EINVAL:  # the kernel holds 12-bit majors,
+                        raise                      # 20-bit minors
+                    raise Refused("device number out of range") from None
         try:
             self._create(parent_fd, base, real, make)
         except OverflowError:

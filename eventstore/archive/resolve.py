@@ -12,11 +12,21 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import resource
 import stat
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_SYMLINK_HOPS = 40
-CACHE_LIMIT = 256
+CACHE_LIMIT = 256  # kept across entries
+
+
+def _hard_limit() -> int:
+    """Directory fds one entry's lookups may cache: a quarter of what the process may
+    open, at most 512 (beyond it a walk holds one uncached fd at a time)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 512
+    return max(8, min(512, soft // 4))
 
 
 class ResolveError(Exception):
@@ -44,6 +54,7 @@ class Resolver:
         self._cache: dict[bytes, int] = {}
         self._retired: list[int] = []
         self._on_created = on_created
+        self._hard_limit = _hard_limit()
 
     def directory(self, comps: list[bytes], *, create: bool, follow: bool = True
                   ) -> tuple[int, bytes]:
@@ -65,41 +76,63 @@ class Resolver:
         real: list[bytes] = []
         fd = self.root_fd
         hops = 0
-        while pending:
-            comp = pending.pop()
-            if comp in (b"", b"."):
-                continue
-            if comp == b"..":  # only symlink targets bring these
-                if real:
-                    real.pop()
-                fd = self._cache[b"/".join(real)] if real else self.root_fd
-                continue
-            path = b"/".join(real) + b"/" + comp if real else comp
-            cached = self._cache.get(path)
-            if cached is None:
-                try:
-                    target = self._open_step(fd, comp, path, create)
-                except PathMissing as err:
-                    if hops:
-                        raise PathMissing(f"{err} (reached through a symlink; tar entries "
-                                          "do not create directories behind symlinks)") from None
-                    raise
-                if isinstance(target, bytes):
-                    hops += 1
-                    if not follow:
-                        raise ResolveError(f"{_show(path)} is a symlink")
-                    if hops > MAX_SYMLINK_HOPS:
-                        raise ResolveError(f"too many levels of symlinks at {_show(path)}")
-                    # a symlink may lead to existing directories only: no tar entry
-                    # makes directories appear at a link's (possibly dangling) target
-                    create = False
-                    if target.startswith(b"/"):
-                        real, fd = [], self.root_fd
-                    pending.extend(target.split(b"/")[::-1])
+        # once the cache is full, the walk holds at most one uncached fd (``loose``) at
+        # a time, so no depth of directories runs the process out of descriptors
+        loose = None
+        try:
+            while pending:
+                comp = pending.pop()
+                if comp in (b"", b"."):
                     continue
-                cached = self._cache[path] = target
-            fd = cached
-            real.append(comp)
+                if comp == b"..":  # only symlink targets bring these
+                    if real:
+                        real.pop()
+                    step = self._cache.get(b"/".join(real)) if real else self.root_fd
+                    opened = step is None
+                    if opened:  # the real parent of a real directory below the root
+                        step = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                    loose = _swap(loose, step if opened else None)
+                    fd = step
+                    continue
+                path = b"/".join(real) + b"/" + comp if real else comp
+                step = self._cache.get(path)
+                if step is None:
+                    try:
+                        target = self._open_step(fd, comp, path, create)
+                    except PathMissing as err:
+                        if hops:
+                            raise PathMissing(f"{err} (reached through a symlink; tar entries "
+                                              "do not create directories behind symlinks)") from None
+                        raise
+                    if isinstance(target, bytes):
+                        hops += 1
+                        if not follow:
+                            raise ResolveError(f"{_show(path)} is a symlink")
+                        if hops > MAX_SYMLINK_HOPS:
+                            raise ResolveError(f"too many levels of symlinks at {_show(path)}")
+                        # a symlink may lead to existing directories only: no tar entry
+                        # makes directories appear at a link's (possibly dangling) target
+                        create = False
+                        if target.startswith(b"/"):
+                            real, fd = [], self.root_fd
+                            loose = _swap(loose, None)
+                        pending.extend(target.split(b"/")[::-1])
+                        continue
+                    step = target
+                    if len(self._cache) < self._hard_limit:
+                        self._cache[path] = step
+                        loose = _swap(loose, None)
+                    else:
+                        loose = _swap(loose, step)
+                else:
+                    loose = _swap(loose, None)
+                fd = step
+                real.append(comp)
+        except BaseException:
+            _swap(loose, None)
+            raise
+        if loose is not None:
+            self._retired.append(loose)  # valid for the caller until the next trim
         return fd, b"/".join(real)
 
     def _open_step(self, fd: int, comp: bytes, path: bytes, create: bool) -> int | bytes:
@@ -145,8 +178,9 @@ class Resolver:
         for fd in self._retired:
             os.close(fd)
         self._retired.clear()
-        if len(self._cache) > CACHE_LIMIT:
-            for key in list(self._cache)[:CACHE_LIMIT // 2]:
+        keep = min(CACHE_LIMIT, self._hard_limit)
+        if len(self._cache) > keep:
+            for key in list(self._cache)[:len(self._cache) - keep // 2]:
                 os.close(self._cache.pop(key))
 
     def close(self) -> None:
@@ -154,6 +188,13 @@ class Resolver:
         for fd in self._cache.values():
             os.close(fd)
         self._cache.clear()
+
+
+def _swap(old: int | None, new: int | None) -> int | None:
+    """Close the walk's previous uncached fd, keep the new one."""
+    if old is not None and old != new:
+        os.close(old)
+    return new
 
 
 def _show(path: bytes) -> str:

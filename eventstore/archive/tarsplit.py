@@ -10,10 +10,12 @@ tar byte for byte. The format is specified in docs/content.md; in short:
     trailer = offset of the E frame (u64) + b"LSTSEND\\0"
 
     record  = 0x01 RAW    len(u32) bytes          header blocks, padding, anything inline
-            | 0x02 FILE   len(u32) path size(u64) a regular file's payload, from the layer
-            | 0x03 SPARSE len(u32) path count(u32) (offset(u64) length(u64))*count
+            | 0x02 FILE   len(u32) path size(u64) crc(u32)
+                                                  a regular file's payload, from the layer
+            | 0x03 SPARSE len(u32) path count(u32) (offset(u64) length(u64))*count crc(u32)
 
-FILE and SPARSE records are numbered in order from 0: their payload id.
+FILE and SPARSE records are numbered in order from 0: their payload id. ``crc`` is the
+CRC-32 (zlib's) of the payload as it stands in the tar, so a damaged file is named.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class FileRef:
     payload_id: int
     path: bytes
     size: int
+    crc: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class SparseRef:
     payload_id: int
     path: bytes
     segments: list[tuple[int, int]]
+    crc: int
 
     @property
     def size(self) -> int:
@@ -103,15 +107,17 @@ class TarSplitWriter:
             self._flush_raw()
             self._flush_frame()
 
-    def file(self, path: bytes, size: int) -> int:
+    def file(self, path: bytes, size: int, crc: int) -> int:
         self._flush_raw()
-        self._records += b"\x02" + _U32.pack(len(path)) + path + _U64.pack(size)
+        self._records += (b"\x02" + _U32.pack(len(path)) + path + _U64.pack(size)
+                          + _U32.pack(crc))
         return self._next_payload()
 
-    def sparse(self, path: bytes, segments: list[tuple[int, int]]) -> int:
+    def sparse(self, path: bytes, segments: list[tuple[int, int]], crc: int) -> int:
         self._flush_raw()
         self._records += b"\x03" + _U32.pack(len(path)) + path + _U32.pack(len(segments))
         self._records += b"".join(_PAIR.pack(o, n) for o, n in segments)
+        self._records += _U32.pack(crc)
         return self._next_payload()
 
     def blob(self, payload_id: int, size: int, chunks: Iterator[bytes]) -> None:
@@ -227,10 +233,11 @@ class TarSplitReader:
                     raise TarSplitError(f"tar-split frame at {offset}: {err}") from None
                 for record in _parse_records(data, offset):
                     if isinstance(record, FileRef):
-                        record = FileRef(payload_id, record.path, record.size)
+                        record = FileRef(payload_id, record.path, record.size, record.crc)
                         payload_id += 1
                     elif isinstance(record, SparseRef):
-                        record = SparseRef(payload_id, record.path, record.segments)
+                        record = SparseRef(payload_id, record.path, record.segments,
+                                           record.crc)
                         payload_id += 1
                     yield record
             elif kind != KIND_BLOB:  # blobs are read through the footer's index
@@ -273,15 +280,18 @@ def _parse_records(data: bytes, frame_offset: int) -> Iterator[bytes | FileRef |
             elif tag == FILE:
                 path = data[pos:pos + length]
                 (size,) = _U64.unpack_from(data, pos + length)
-                pos += length + 8
-                yield FileRef(-1, path, size)
+                (crc,) = _U32.unpack_from(data, pos + length + 8)
+                pos += length + 12
+                yield FileRef(-1, path, size, crc)
             elif tag == SPARSE:
                 path = data[pos:pos + length]
                 (count,) = _U32.unpack_from(data, pos + length)
                 pos += length + 4
                 segments = [_PAIR.unpack_from(data, pos + 16 * i) for i in range(count)]
                 pos += 16 * count
-                yield SparseRef(-1, path, segments)
+                (crc,) = _U32.unpack_from(data, pos)
+                pos += 4
+                yield SparseRef(-1, path, segments, crc)
             else:
                 raise TarSplitError(f"tar-split frame at {frame_offset}: unknown record {tag}")
         if pos != end:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence

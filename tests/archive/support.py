@@ -89,10 +89,14 @@ class Layer:
         return self.target / os.fsdecode(name)
 
 
-def tree_listing(root: Path) -> dict[str, tuple]:
-    """Every entry under root (root included), with what matters about it."""
+def tree_listing(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """Every entry under root (root included, top-level names in ``skip`` left out),
+    with what matters about it."""
     listing = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            filenames = [f for f in filenames if f not in skip]
         for name in [""] + dirnames + filenames:
             path = os.path.join(dirpath, name) if name else dirpath
             st = os.lstat(path)

@@ -164,3 +164,38 @@ def test_unchanged_tree_gives_an_empty_tar(trees, tmp_path):
         st = os.lstat(parent / path.relative_to(same))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     assert diff(same, [parent], "delete") == bytes(1024)
+
+
+def test_very_deep_trees_do_not_run_out_of_descriptors(tmp_path):
+    import resource
+    parent, layer = tmp_path / "p", tmp_path / "l"
+    for root in (parent, layer):
+        path = root
+        path.mkdir()
+        fd = os.open(path, os.O_RDONLY)
+        for _ in range(1500):  # deeper than PATH_MAX allows in one path
+            os.mkdir("d", dir_fd=fd)
+            down = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.utime(down, ns=(10**18, 10**18))
+            os.close(fd)
+            fd = down
+        os.close(fd)
+    fd = os.open(layer, os.O_RDONLY)
+    for _ in range(1500):
+        down = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = down
+    with open(os.open("new", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+        f.write(b"deep")
+    os.utime(fd, ns=(10**18, 10**18))
+    os.close(fd)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(200, hard), hard))
+    try:
+        got = members(diff(layer, [parent], "delete"))
+        overlay = members(diff(layer, [], "overlay"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert list(got)[-1] == "/".join(["d"] * 1500) + "/new"
+    assert len(got) == 1501  # the file and every directory on its way
+    assert len(overlay) == 1501

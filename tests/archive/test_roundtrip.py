@@ -171,6 +171,14 @@ def test_stream_without_end_marker_is_accepted(layer):
     assert layer.export() == data
 
 
+def test_stream_ending_inside_the_last_padding_is_accepted(layer):
+    # umoci 0.4.7 writes these; the payload is whole, Go's archive/tar reads them
+    data = TarBuilder().file("a", b"x").bytes()[:700]
+    result = layer.import_bytes(data)
+    assert result.entries == 1 and layer.path("a").read_bytes() == b"x"
+    assert layer.export() == data
+
+
 def test_empty_stream_is_an_empty_layer(layer):
     result = layer.import_bytes(b"")
     assert (result.entries, result.diff_size) == (0, 0)

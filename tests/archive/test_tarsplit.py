@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from eventstore.archive import export_layer
-from eventstore.archive.tarsplit import TarSplitReader, TarSplitError
+from eventstore.archive import export_layer, first_damaged_path
+from eventstore.archive.tarsplit import TarSplitReader
 from eventstore.errors import CorruptStore, InvalidArgument
 
 from .support import TarBuilder
@@ -55,12 +55,20 @@ def test_truncated_tarsplit_is_corruption(layer):
         export_layer(layer.target, layer.tarsplit)
 
 
-def test_changed_file_is_noticed(layer):
+def test_changed_file_is_noticed_and_named(layer):
     imported(layer)
+    assert first_damaged_path(layer.target, layer.tarsplit) is None
     with open(layer.path("big"), "r+b") as f:
         f.write(b"X")  # same size, different bytes
-    with pytest.raises(CorruptStore, match="changed"):
+    with pytest.raises(CorruptStore, match="big changed"):
         b"".join(export_layer(layer.target, layer.tarsplit))
+    assert first_damaged_path(layer.target, layer.tarsplit) == "big"
+
+
+def test_damaged_tarsplit_is_named_by_first_damaged_path(layer):
+    imported(layer)
+    layer.tarsplit.write_bytes(b"junk")
+    assert first_damaged_path(layer.target, layer.tarsplit) == str(layer.tarsplit)
 
 
 def test_resized_or_missing_file_is_noticed(layer):

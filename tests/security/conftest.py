@@ -38,9 +38,8 @@ class Sandbox:
         self._before = self._outside_listing()
 
     def _outside_listing(self) -> dict:
-        listing = tree_listing(self.base)
-        return {path: facts for path, facts in listing.items()
-                if path != "." and not path.startswith("target")}
+        listing = tree_listing(self.base, skip=("target", "target.tar-split"))
+        return {path: facts for path, facts in listing.items() if path != "."}
 
     def run(self, data: bytes, whiteout_format: str = "overlay", **options):
         return import_layer(io.BytesIO(data), self.target, self.tarsplit,

@@ -221,8 +221,9 @@ def test_huge_uid_is_refused(sandbox):
                     match="uid")
 
 
-def test_device_number_out_of_range_is_refused(sandbox):
-    sandbox.refused(archive(header(b"dev", typeflag=b"3", devmajor=1 << 40)),
+@pytest.mark.parametrize("major, minor", [(1 << 40, 0), (1 << 31, 0), (4096, 1), (1, 1 << 20)])
+def test_device_number_out_of_range_is_refused(sandbox, major, minor):
+    sandbox.refused(archive(header(b"dev", typeflag=b"3", devmajor=major, devminor=minor)),
                     match="device")
 
 
@@ -319,6 +320,33 @@ def test_pax_global_header_does_not_rename_later_entries(sandbox):
 def test_refused_import_leaves_no_thread_running(sandbox):
     import threading
     bomb = gzip.compress(bytes(32 << 20), 1)
-    sandbox.refused(TarBuilder().file("a", b"x").bytes()[:700])
+    sandbox.refused(TarBuilder().file("a", b"x" * 2000).bytes()[:1000])
     sandbox.refused(bomb, max_size=1 << 20)
     assert not [t for t in threading.enumerate() if t.name == "layer-decompress"]
+
+
+def test_very_deep_names_do_not_run_out_of_descriptors(sandbox):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(400, hard), hard))
+    try:
+        deep = b"/".join([b"d"] * 2000)  # 3999 bytes: under PATH_MAX, 2000 levels
+        up = b"d/" * 600 + b"../" * 590  # down 600 levels, back up to the tenth
+        data = archive(member(b"x", b"bottom", pax={b"path": deep + b"/f"}),
+                       member(b"up", typeflag=b"2", pax={b"linkpath": up}),
+                       member(b"up/g", b"through the link"),
+                       member(b".wh.d"))
+        sandbox.contained(data, whiteout_format="delete")
+        assert os.listdir(sandbox.target) == ["up"]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_very_deep_names_land_where_they_say(sandbox):
+    deep = b"/".join([b"d"] * 1500)
+    up = b"d/" * 600 + b"../" * 590
+    sandbox.contained(archive(member(b"x", b"bottom", pax={b"path": deep + b"/f"}),
+                              member(b"up", typeflag=b"2", pax={b"linkpath": up}),
+                              member(b"up/g", b"through the link")))
+    assert (sandbox.target / os.fsdecode(deep) / "f").read_bytes() == b"bottom"
+    assert (sandbox.target / "/".join(["d"] * 10) / "g").read_bytes() == b"through the link"
