@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench crash-test clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import crash-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: bench-log bench-open bench-cli bench-import
+
+bench-log: $(STAMP)
 	$(BIN)/python tools/bench_log.py
+
+bench-open: $(STAMP)
+	$(BIN)/python tools/bench_open.py --repeat 3
+
+bench-cli: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/bench_cli.py --sizes 1000 10000 --rounds 11
+
+bench-import: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/bench_import.py
 
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,

@@ -71,7 +71,16 @@ class StoreMachine(RuleBasedStateMachine):
         from eventstore.store import LayerStore
 
         load_driver_modules(self.driver, self.driver_modules)
-        self._open_store = lambda: LayerStore.open(self.root, self.driver)
+        self.generated = 0
+
+        def open_store():
+            store = LayerStore.open(self.root, self.driver)
+            # the ids the store picks, made repeatable: hypothesis replays an example
+            # draw for draw, and a random id (a new prefix) would change what follows
+            store._new_id = self._next_generated_id
+            return store
+
+        self._open_store = open_store
         self.workdir = Path(tempfile.mkdtemp(prefix="layerstore-stateful-", dir=self.scratch))
         self.root = self.workdir / "root"
         self.saved_boot = os.environ.get("LAYERSTORE_BOOT_ID")
@@ -80,6 +89,13 @@ class StoreMachine(RuleBasedStateMachine):
         self.model = Model()
         self.crashes = {"create": 0, "other": 0}
         self.fixtures = _fixtures() if self.content and archive_available() else {}
+
+    def _next_generated_id(self) -> str:
+        while True:
+            self.generated += 1
+            layer_id = hashlib.sha256(f"generated-{self.generated}".encode()).hexdigest()
+            if layer_id not in self.model.layers:
+                return layer_id
 
     def teardown(self) -> None:
         from replay.powerloss import detach_mounts

@@ -16,7 +16,6 @@ BLOCK = 512
 # the ustar layout; for old-GNU headers the last 155+12 bytes hold atime, ctime,
 # offset, longnames, the first four sparse entries, isextended and realsize instead
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
-_OCTAL = re.compile(rb"[0-7]+")
 _DECIMAL = re.compile(rb"0|[1-9][0-9]*")
 _TIME = re.compile(rb"(-?)([0-9]+)(?:\.([0-9]*))?")
 
@@ -108,9 +107,13 @@ def number(field: bytes, what: str) -> int:
     digits = field.split(b"\0", 1)[0].strip(b" ")
     if not digits:
         return 0
-    if not _OCTAL.fullmatch(digits):
-        raise HeaderError(f"{what} field is not a number")
-    return int(digits, 8)
+    # isdigit() admits no sign, "_" or "0o" (which int() would); int() refuses 8 and 9
+    if digits.isdigit():
+        try:
+            return int(digits, 8)
+        except ValueError:
+            pass
+    raise HeaderError(f"{what} field is not a number")
 
 
 def _cstring(field: bytes) -> bytes:

@@ -20,7 +20,7 @@ def test_numbers(field, value):
     assert h.number(field, "x") == value
 
 
-@pytest.mark.parametrize("field", [b"12a\0", b"+12\0", b"1_2\0", b"-1\0"])
+@pytest.mark.parametrize("field", [b"12a\0", b"+12\0", b"1_2\0", b"-1\0", b"0o17\0", b"0018\0"])
 def test_bad_numbers(field):
     with pytest.raises(h.HeaderError):
         h.number(field, "x")

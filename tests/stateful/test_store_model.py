@@ -16,7 +16,7 @@ from replay.crash import scratch_space
 from replay.stateful import StoreMachine
 
 # per driver: overlay steps cost kernel mounts, so it gets fewer examples in CI
-CI_EXAMPLES = {"vfs": 200, "overlay": 80}
+CI_EXAMPLES = {"vfs": 300, "overlay": 150}
 
 
 def _overlay_reason() -> str | None:
