@@ -11,8 +11,6 @@ Tar whiteouts are applied by deleting from the copy (``whiteout_format = "delete
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from eventstore import faults
@@ -54,6 +52,8 @@ class VfsDriver(Driver):
                 self._copy_tree(layer_id, source, target)
             faults.point("driver.vfs.create.after-copy")
         except BaseException as err:
+            import shutil  # (copying and removing import these; a mount needs neither)
+
             shutil.rmtree(target, ignore_errors=True)
             if isinstance(err, OSError):
                 raise DriverError(f"layer {layer_id}: create failed: {err.strerror or err}") from err
@@ -62,6 +62,8 @@ class VfsDriver(Driver):
     def _copy_tree(self, layer_id: str, source: Path, target: Path) -> None:
         command = ["cp", "-a", "--reflink=auto", "--no-target-directory", "--", str(source), str(target)]
         try:
+            import subprocess
+
             result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         except OSError as err:
             raise DriverError(f"layer {layer_id}: cannot run cp: {err.strerror}") from err
@@ -74,6 +76,8 @@ class VfsDriver(Driver):
         target = self._dir(layer_id)
         faults.point("driver.vfs.remove.before-rmtree")
         try:
+            import shutil
+
             shutil.rmtree(target)
         except FileNotFoundError:
             return
