@@ -36,7 +36,8 @@ bench-import: $(STAMP)
 
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,
-# then a power loss in each mode; then the stateful model test with many examples.
+# then a power loss in each mode, then injected I/O errors; then the stateful model test
+# with many examples.
 # `make test` runs the CI-sized version of all this.
 CRASH_SEEDS ?= 1 2
 CRASH_DRIVERS ?= vfs overlay
@@ -47,6 +48,9 @@ crash-test: $(STAMP)
 	    for mode in drop random torn; do \
 	        $(BIN)/python -m replay.crash --driver $$driver --seed $$seed --power-loss --power-mode $$mode \
 	            --recovery-crashes 2; \
+	    done; \
+	    for fault in eio enospc; do \
+	        $(BIN)/python -m replay.crash --driver $$driver --seed $$seed --fault $$fault; \
 	    done; \
 	done; done
 	LAYERSTORE_STATEFUL_EXAMPLES=$(CRASH_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/stateful

@@ -99,6 +99,7 @@ class LayerStore:
         self.owner = owner  # who holds taken through this handle belong to
         self.process = process.this_process()  # who finishes this handle's creates and deletes
         self._foreign: list[LogRecord] = []
+        self._index_behind = False  # a projection failed: catch up from the log before deciding
         self.checkpoint_interval = CHECKPOINT_INTERVAL
         self._checkpoint_lsn: int | None = None  # read on the first append
 
@@ -204,9 +205,23 @@ class LayerStore:
             yield
 
     def _apply_foreign(self) -> None:
+        if self._index_behind:
+            # a projection failed after its events were durable: catch up from the log
+            # itself. Projecting the next record instead would move the read models'
+            # position past the failed one, and they would never see its events.
+            self._foreign.clear()
+            self.index.catch_up(self.log)
+            self._index_behind = False
         if self._foreign:
             records, self._foreign[:] = list(self._foreign), []
+            self._project(records)
+
+    def _project(self, records: list[LogRecord]) -> None:
+        try:
             self.index.apply(records, str(self.log.store_uuid))
+        except BaseException:
+            self._index_behind = True
+            raise
 
     def _append(self, *events: ev.Event) -> int:
         """Check, append durably, project. Must be called while deciding."""
@@ -216,7 +231,7 @@ class LayerStore:
             apply(state, 0, event)
         stamped = [stamp(e) for e in events]
         lsns = self.log.append_many(stamped)
-        self.index.apply([LogRecord(lsns[0], stamped, self.log.tail)], str(self.log.store_uuid))
+        self._project([LogRecord(lsns[0], stamped, self.log.tail)])
         if self._checkpoint_lsn is None:
             self._checkpoint_lsn = _newest_checkpoint_lsn(self.root)
         if lsns[-1] - self._checkpoint_lsn >= self.checkpoint_interval:

@@ -87,6 +87,7 @@ class Config:
     seed: int = 1
     power_loss: bool = False
     power_mode: str = "mix"  # drop | random | torn | mix (chosen per point by the seed)
+    fault: str = "crash"  # crash | eio | enospc: what happens at the chosen failpoint
     workload: str = ""
     workload_name: str = "built-in"
     driver_modules: list[str] = field(default_factory=list)
@@ -155,7 +156,7 @@ def _child_env(config: Config, trace: Path | None, failpoints: str = "", boot: s
 
 def _run_child(config: Config, action: str, root: Path, ack: Path, trace: Path | None, *,
                script: Path | None = None, crash_at: str = "", mode: str = "", power_seed: int = 0,
-               boot: str = "") -> subprocess.CompletedProcess:
+               boot: str = "", fault: str = "crash") -> subprocess.CompletedProcess:
     """Run ``replay.workload`` (``run`` a script or just ``open``); crash it at
     ``crash_at`` (NAME@N) by the environment, or by a power loss when ``mode``."""
     argv = [sys.executable, "-m", "replay.workload", action, "--root", str(root), "--driver", config.driver,
@@ -168,9 +169,11 @@ def _run_child(config: Config, action: str, root: Path, ack: Path, trace: Path |
     failpoints = ""
     if crash_at and mode:
         argv += ["--power-loss", mode, "--crash-at", crash_at, "--power-seed", str(power_seed)]
-    elif crash_at:  # the product's own way: an armed failpoint ends the process
+    elif crash_at:  # the product's own way: an armed failpoint ends the process (or fails)
         name, _, nth = crash_at.partition("@")
-        failpoints = f"{name}=crash@{nth}"
+        failpoints = f"{name}={fault}@{nth}"
+        if fault != "crash":
+            argv.append("--stop-on-error")
     return subprocess.run(argv, env=_child_env(config, trace, failpoints, boot), capture_output=True,
                           text=True, timeout=CHILD_TIMEOUT, cwd=os.getcwd())
 
@@ -375,19 +378,22 @@ def _crash_workload(config: Config, plan: Plan, position: int, workdir: Path) ->
     mode = config.mode_at(position) if config.power_loss else ""
     done = _run_child(config, "run", root, workdir / "acks", workdir / "trace", script=plan.script,
                       crash_at=spec, mode=mode, power_seed=config.seed * 1_000_003 + position,
-                      boot=_boot(config, "a"))
+                      boot=_boot(config, "a"), fault=config.fault)
     acked, in_flight = read_acks(workdir / "acks")
     step = "open" if in_flight == OPEN_STEP else (
         plan.steps[in_flight].line if in_flight is not None and in_flight < len(plan.steps) else "-")
-    result = PointResult(str(position), spec.partition("@")[0], int(spec.partition("@")[2]), step, "", mode=mode)
-    if done.returncode == 0:
+    result = PointResult(str(position), spec.partition("@")[0], int(spec.partition("@")[2]), step, "",
+                         mode=mode or ("" if config.fault == "crash" else config.fault))
+    # an injected I/O error: the run stops at the failed operation (exit 3), or the store
+    # absorbed the error and the run went on (exit 0: every result was still the model's)
+    expected_exit = (137,) if config.fault == "crash" else (3, 0)
+    if done.returncode == 0 and config.fault == "crash":
         result.outcome = "not-reached"
         result.notes.append("the failpoint was not reached: the workload is not deterministic")
-    elif done.returncode != 137:
+    elif done.returncode not in expected_exit:
         result.outcome = "violation"
-        result.problems.append(f"the workload failed instead of crashing (exit {done.returncode}): "
-                               f"{_last_line(done.stderr)}")
-    elif _read_trace(workdir / "trace") != plan.sequence[:position + 1]:
+        result.problems.append(f"the workload failed (exit {done.returncode}) at {spec}: {_last_line(done.stderr)}")
+    elif _read_trace(workdir / "trace")[:position + 1] != plan.sequence[:position + 1]:
         result.notes.append("the failpoints passed before the crash differ from the learned sequence")
     return result, root
 
@@ -517,7 +523,8 @@ def run(config: Config, out=None) -> list[PointResult]:
     started = time.monotonic()
     load_driver_modules(config.driver, config.driver_modules)
     plan = learn(config)
-    what = "power loss (" + config.power_mode + ")" if config.power_loss else "process crash"
+    what = f"power loss ({config.power_mode})" if config.power_loss else (
+        "process crash" if config.fault == "crash" else f"injected {config.fault.upper()}")
     print(f"workload {config.workload_name}: {len(plan.steps)} steps, {len(plan.sequence)} failpoints passed; "
           f"driver {config.driver}, seed {config.seed}, {what}", file=out)
     tasks = _tasks(config, plan)
@@ -604,6 +611,8 @@ def reproduce_command(config: Config, position: str) -> str:
         parts += ["--driver-module", spec]
     if config.power_loss:
         parts += ["--power-loss", "--power-mode", config.power_mode]
+    if config.fault != "crash":
+        parts += ["--fault", config.fault]
     if config.workload_name != "built-in":
         parts += ["--workload", config.workload_name]
     if config.segment_size != DEFAULT_SEGMENT_SIZE:
@@ -626,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="layer ids, power-loss choices, recovery crash points")
     p.add_argument("--power-loss", action="store_true", help="lose what was not synced at each crash")
     p.add_argument("--power-mode", choices=[*POWER_MODES, "mix"], default="mix")
+    p.add_argument("--fault", choices=["crash", "eio", "enospc"], default="crash",
+                   help="at each failpoint: crash (default), or fail with that I/O error and stop the workload")
     p.add_argument("--workload", help="a workload script (see replay/workload.py); default: the built-in mix")
     p.add_argument("--recovery-crashes", default="1",
                    help="crash points in each recovery to crash too: a number, or 'all' (default 1)")
@@ -657,8 +668,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args, base: Path, workload: str, name: str) -> int:
+    if args.fault != "crash" and args.power_loss:
+        print("crash harness: --fault and --power-loss do not go together", file=sys.stderr)
+        return 2
     config = Config(driver=args.driver, base=base.resolve(), seed=args.seed, power_loss=args.power_loss,
-                    power_mode=args.power_mode, workload=workload, workload_name=name,
+                    power_mode=args.power_mode, fault=args.fault, workload=workload, workload_name=name,
                     driver_modules=args.driver_module, segment_size=args.segment_size,
                     checkpoint_interval=args.checkpoint_interval,
                     recovery_crashes=-1 if args.recovery_crashes == "all" else int(args.recovery_crashes),

@@ -476,6 +476,7 @@ def _pwrite(fd, data, offset):
 
 
 def _ftruncate(fd, length):
+    # nothing to remember: contents (sizes included) are compared with the last sync at the crash
     return _real.ftruncate(fd, length)
 
 

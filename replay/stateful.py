@@ -347,10 +347,12 @@ class StoreMachine(RuleBasedStateMachine):
                 "--script", str(script), "--ack", str(acks)]
         for spec in self.driver_modules:
             argv += ["--driver-module", spec]
-        env = {k: v for k, v in os.environ.items() if k not in ("LAYERSTORE_FAILPOINTS", "PYTHONDONTWRITEBYTECODE")}
+        env = {k: v for k, v in os.environ.items() if k != "LAYERSTORE_FAILPOINTS"}
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(REPO), os.getcwd(), *filter(
             None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
-        env["PYTHONPYCACHEPREFIX"] = str(Path(self.scratch or tempfile.gettempdir()) / "layerstore-pycache")
+        if self.scratch:  # children keep compiled modules there, outside the source tree
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(self.scratch) / "pycache")
         argv += ["--crash-at", crash_at]
         if power_loss:
             argv += ["--power-loss", power_loss, "--power-seed", str(seed)]

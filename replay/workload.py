@@ -429,10 +429,14 @@ def child_main(argv: list[str] | None = None) -> int:
     p.add_argument("--crash-at", help="NAME@N: crash at the N-th pass of failpoint NAME; @N: at the N-th "
                                       "failpoint passed, whatever its name")
     p.add_argument("--power-seed", type=int, default=0)
+    p.add_argument("--stop-on-error", action="store_true",
+                   help="an operation failing with anything but a refusal (an injected EIO...) ends the run, "
+                        "exit 3, its outcome unknown (no ack)")
     args = p.parse_args(argv)
 
     load_driver_modules(args.driver, args.driver_module)
-    steps = parse(Path(args.script).read_text(), args.seed, Path(args.script).parent) if args.script else []
+    # relative --tar files are relative to the working directory, as for the harness
+    steps = parse(Path(args.script).read_text(), args.seed, Path.cwd()) if args.script else []
     crash = None
     if args.power_loss:
         from replay import powerloss
@@ -440,23 +444,35 @@ def child_main(argv: list[str] | None = None) -> int:
         crash = powerloss.arm(args.root, args.power_loss, args.power_seed).crash
     if args.crash_at:
         arm_crash(args.crash_at, crash)
+    from eventstore.errors import LayerStoreError, StorageError
+
     acks = AckWriter(args.ack)
     acks.write(event="begin", step=OPEN_STEP)
-    store = _open(args)
+    try:
+        store = _open(args)
+    except (OSError, StorageError) as exc:
+        if not args.stop_on_error:
+            raise
+        acks.write(event="failed", step=OPEN_STEP, error=_error_name(exc), message=str(exc))
+        return 3
     acks.write(event="ack", step=OPEN_STEP, lsn=store.log.last_lsn)
-    from eventstore.errors import LayerStoreError
 
     for step in steps if args.action == "run" else []:
         acks.write(event="begin", step=step.index)
-        if step.op.kind == "reopen":
-            store.close()
-            store = _open(args)
-            acks.write(event="ack", step=step.index, result=None, error=None, lsn=store.log.last_lsn)
-            continue
         result, error, message = None, None, None
         try:
-            result = normalize(step.op.kind, run_on_store(store, step.op, step.data))
-        except LayerStoreError as exc:
+            if step.op.kind == "reopen":
+                store.close()
+                store = _open(args)
+            else:
+                result = normalize(step.op.kind, run_on_store(store, step.op, step.data))
+        except Exception as exc:
+            if args.stop_on_error and (isinstance(exc, (OSError, StorageError)) or
+                                       not isinstance(exc, LayerStoreError)):
+                acks.write(event="failed", step=step.index, error=_error_name(exc), message=str(exc))
+                return 3
+            if not isinstance(exc, LayerStoreError):
+                raise
             error, message = _error_name(exc), str(exc)
         acks.write(event="ack", step=step.index, result=result, error=error, message=message,
                    lsn=store.log.last_lsn)

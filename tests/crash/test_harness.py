@@ -67,6 +67,14 @@ def test_every_crash_point_of_the_builtin_workload_power_loss_overlay(scratch: P
     assert {r.mode for r in results} == {"drop", "random", "torn"}
 
 
+def test_every_crash_point_of_the_builtin_workload_injected_eio_vfs(scratch: Path):
+    """Every failpoint fails once with EIO instead; the workload stops there (or the store
+    absorbs the error and every later result is still the model's)."""
+    results, report = harness(scratch, "vfs-eio", "vfs", fault="eio", recovery_crashes=0)
+    assert not violations(results), report
+    assert len(results) > 250
+
+
 SMALL = """\
 create base --name base
 create app --parent base
