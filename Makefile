@@ -17,8 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash tools/demo.sh
 
+# A private base temp dir: pytest's shared /tmp/pytest-of-$USER rotates (deletes) the
+# directories of other runs going on at the same time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$(mktemp -d /tmp/layerstore-test.XXXXXX)" $(PYTEST_ARGS)
 
 bench: bench-log bench-open bench-cli bench-import
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -177,11 +177,21 @@ class LayerStore:
         self._foreign.clear()  # projected just now
 
     def rebuild_index(self) -> None:
-        """Drop the read models and project the whole log again."""
-        self.index.close()
-        Index.remove(self.index.path)
-        self.index = Index(self.index.path)
-        self.index.catch_up(self.log)
+        """Drop the read models and project the whole log again.
+
+        In place, in one transaction, rather than by deleting index.db: another process
+        with the file open would go on reading and writing an unlinked copy."""
+        conn = self.index.conn
+
+        def reset() -> None:
+            for table in ("layers", "names", "history"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM meta WHERE key IN ('position', 'store_uuid', 'swept_boot')")
+
+        # under the writer lock: no other process decides against half-rebuilt tables
+        with self.log.locked() if self.log.writer else nullcontext():
+            self.index._transaction(reset)
+            self.index.catch_up(self.log)
 
     def close(self) -> None:
         """Release the log and the database. Nothing is half-done: every operation
