@@ -4,7 +4,6 @@ disk, the events a recovery appended, and mount cleanup."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -15,9 +14,9 @@ import pytest
 
 from eventstore.faults import CRASH_EXIT_CODE  # noqa: F401  (re-exported for the tests)
 from eventstore.log import EventLog
+from tests.store.support import mounts_under, unmount_everything_under  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
-MNT_DETACH = 2
 
 # --- child processes ------------------------------------------------------------------------
 
@@ -152,31 +151,6 @@ def overlay_or_skip(root: Path) -> None:
     reason = OverlayDriver.supported(root / "overlay")
     if reason is not None:
         pytest.skip(f"overlay cannot run here: {reason}")
-
-
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo."""
-    prefix = os.path.realpath(root)
-    found = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            raw = line.split(b" ")[4]
-            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
-                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(found)
-
-
-def unmount_everything_under(root: Path) -> None:
-    """Detach every mount at or below ``root``, deepest first."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(16):
-        inside = mounts_under(root)
-        if not inside:
-            return
-        for point in sorted(inside, key=len, reverse=True):
-            libc.umount2(os.fsencode(point), MNT_DETACH)
 
 
 def clear_immutable_under(root: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from eventstore.log import EventLog
 from eventstore.state import State, fold
+from replay.powerloss import mount_points
 
 READ_MODEL_TABLES = ("layers", "names", "history")
 MNT_DETACH = 2
@@ -19,17 +20,9 @@ MNT_DETACH = 2
 # --- mounts ---------------------------------------------------------------------------------
 
 def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone)."""
-    prefix = os.path.realpath(root)
-    found = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            raw = line.split(b" ")[4]
-            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
-                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(found)
+    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone;
+    parsed by the crash harness's reader, not the driver's, so a driver bug cannot hide)."""
+    return sorted(mount_points(root))
 
 
 def is_mounted(path: str | Path) -> bool:
