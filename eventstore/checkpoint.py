@@ -29,8 +29,9 @@ MAGIC = b"LAYRCKPT"
 VERSION = 1
 KEEP = 2
 
-faults.declare("checkpoint.before-write", "a checkpoint is about to be written")
-faults.declare("checkpoint.after-write", "a checkpoint is in place, older ones not yet pruned")
+
+class UntrustedCheckpoint(Exception):
+    """A checkpoint that fails a check; the message says which. It is skipped, never used."""
 
 
 class CheckpointBody(msgspec.Struct):
@@ -88,30 +89,30 @@ def _prune(directory: Path) -> None:
         fsync_dir(directory)
 
 
-def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint | str:
-    """The checkpoint in ``path``, or a string saying why it cannot be trusted."""
+def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint:
+    """The checkpoint in ``path``; UntrustedCheckpoint saying why it cannot be trusted."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return f"unreadable: {exc.strerror}"
+        raise UntrustedCheckpoint(f"unreadable: {exc.strerror}") from None
     if len(data) < 32 or not data.startswith(MAGIC):
-        return "not a checkpoint"
+        raise UntrustedCheckpoint("not a checkpoint")
     (stored,) = struct.unpack_from("<I", data, len(data) - 4)
     if crc32c(data[:-4]) != stored:
-        return "checksum mismatch"
+        raise UntrustedCheckpoint("checksum mismatch")
     (version,) = struct.unpack_from("<I", data, 8)
     if version != VERSION:
-        return f"unknown version {version}"
+        raise UntrustedCheckpoint(f"unknown version {version}")
     if uuidlib.UUID(bytes=data[12:28]) != store_uuid:
-        return "from another store"
+        raise UntrustedCheckpoint("from another store")
     try:
         body = _decoder.decode(data[28:-4])
     except msgspec.DecodeError as exc:
-        return f"undecodable: {exc}"
+        raise UntrustedCheckpoint(f"undecodable: {exc}") from None
     if path.stem.isdigit() and int(path.stem) != body.lsn:
-        return f"holds the state at LSN {body.lsn}, not the LSN its name says"
+        raise UntrustedCheckpoint(f"holds the state at LSN {body.lsn}, not the LSN its name says")
     if body.position[2] != body.lsn + 1:
-        return f"position {body.position} does not follow LSN {body.lsn}"
+        raise UntrustedCheckpoint(f"position {body.position} does not follow LSN {body.lsn}")
     state = State()
     for rec in body.layers:
         state.put(rec)
@@ -133,12 +134,13 @@ def newest(root: Path, store_uuid: uuidlib.UUID, at_most_lsn: int | None = None,
             continue
         if at_most_lsn is not None and lsn > at_most_lsn:
             continue
-        result = read(path, store_uuid)
-        if log_end is not None and not isinstance(result, str) and result.lsn > log_end:
-            result = f"beyond the end of the log (LSN {log_end})"
-        if isinstance(result, str):
+        try:
+            result = read(path, store_uuid)
+            if log_end is not None and result.lsn > log_end:
+                raise UntrustedCheckpoint(f"beyond the end of the log (LSN {log_end})")
+        except UntrustedCheckpoint as exc:
             if skipped is not None:
-                skipped.append(f"{path.name}: {result}")
+                skipped.append(f"{path.name}: {exc}")
             continue
         return result
     return None

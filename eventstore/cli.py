@@ -1,5 +1,14 @@
 """``layerstore``: the command line (DESIGN §8), in the style of containers-storage.
 
+Every command is declared once, with ``@command``: its name and aliases, its arguments,
+what it needs of the store, and its handler. What it needs decides how it is run:
+
+- ``FAST``  read models alone when they are current (no log replay, no msgspec); the
+            handler gets a ``Reader``, from the fast path or from an opened store alike;
+- ``READ``  a read-only store (no lock, no recovery, nothing changed);
+- ``WRITE`` a writer open: the log's lock, the read models caught up, recovery;
+- ``NONE``  no store at all (the handler opens what it needs itself).
+
 Exit codes: 0 success, 1 "no" (not found; ``exists`` says no), 2 usage, 3 refused by a
 rule, 4 corruption. Errors are one line on stderr. Commands import only what they need:
 a CLI call must start fast.
@@ -10,12 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-# answered from the read models alone when they are current (no log replay, no msgspec)
-FAST_READS = {"layers", "layer", "exists", "refs", "by-digest"}
-READ_ONLY = {"layers", "layer", "exists", "refs", "by-digest", "fs-info", "metadata", "history", "diff", "state",
-             "check"}
+FAST, READ, WRITE, NONE = "fast", "read", "write", "none"
 
 
 def default_root() -> str:
@@ -27,6 +35,44 @@ def default_root() -> str:
     return os.path.join(base, "layerstore")
 
 
+# --- the command table ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Arg:
+    """One ``add_argument`` call, kept until the command's parser is built."""
+
+    flags: tuple[str, ...]
+    options: dict
+
+
+def arg(*flags: str, **options) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True, eq=False)
+class Command:
+    name: str
+    help: str
+    handler: Callable[..., int]
+    arguments: tuple[Arg, ...] = ()
+    aliases: tuple[str, ...] = ()
+    access: str = WRITE
+
+
+COMMANDS: dict[str, Command] = {}  # by name and by every alias
+
+
+def command(name: str, help: str, *arguments: Arg, aliases: tuple[str, ...] = (), access: str = WRITE):
+    """Declare the decorated function as the handler of command ``name``."""
+    def register(handler: Callable[..., int]) -> Callable[..., int]:
+        declared = Command(name, help, handler, arguments, aliases, access)
+        for word in (name, *aliases):
+            COMMANDS[word] = declared
+        return handler
+    return register
+
+
+REF = arg("ref", metavar="ID")
 GLOBAL_WITH_VALUE = {"--root", "--driver"}
 
 
@@ -40,105 +86,36 @@ class _Parser(argparse.ArgumentParser):
 def find_command(argv: list[str]) -> str | None:
     """The command word in ``argv`` (skipping global options and their values)."""
     skip = False
-    for arg in argv:
+    for word in argv:
         if skip:
             skip = False
-        elif arg in GLOBAL_WITH_VALUE:
+        elif word in GLOBAL_WITH_VALUE:
             skip = True
-        elif not arg.startswith("-"):
-            return arg
+        elif not word.startswith("-"):
+            return word
     return None
 
 
-class _OnlyOne:
-    """Stands in for the subparsers action: builds the parser of one command only
-    (argparse spends milliseconds building thirty of them at every call)."""
-
-    class _Ignored:
-        def add_argument(self, *args, **kwargs) -> None:
-            pass
-
-    def __init__(self, sub, wanted: str):
-        self.sub, self.wanted = sub, wanted
-
-    def add_parser(self, name, **kwargs):
-        if name == self.wanted or self.wanted in kwargs.get("aliases", ()):
-            return self.sub.add_parser(name, **kwargs)
-        return self._Ignored()
-
-
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv`` naming a known command, with that command's parser
+    only (argparse spends milliseconds building thirty of them at every call)."""
     p = _Parser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
     p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
     p.add_argument("--driver", default=None, help="storage driver: overlay or vfs (default: overlay where it works)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     wanted = find_command(argv) if argv is not None else None
-    if wanted is not None and wanted in KNOWN_COMMANDS:
-        sub = _OnlyOne(sub, wanted)
-
-    c = sub.add_parser("create", help="create a layer, optionally from a tar (FILE or - for stdin)")
-    c.add_argument("--id", dest="layer_id")
-    c.add_argument("--parent")
-    c.add_argument("--name", action="append", default=[])
-    c.add_argument("--writable", action="store_true")
-    c.add_argument("--compressed-digest")
-    c.add_argument("--diff-digest")
-    c.add_argument("--max-size", type=int, default=None, help="refuse content larger than this (uncompressed bytes)")
-    c.add_argument("file", nargs="?")
-
-    t = sub.add_parser("layers", help="list layers")
-    t.add_argument("--tree", action="store_true")
-    for name, text in [("layer", "show one layer"), ("exists", "exit 0 if the layer exists, else 1"),
-                       ("refs", "print the hold count"), ("fs-info", "usage of the layer's own data"),
-                       ("metadata", "the driver's view of the layer")]:
-        sub.add_parser(name, help=text).add_argument("ref", metavar="ID")
-    d = sub.add_parser("delete", help="delete a layer")
-    d.add_argument("ref", metavar="ID")
-    d.add_argument("--force", action="store_true", help="unmount first if mounted")
-    for name in ("hold", "release"):
-        h = sub.add_parser(name, help=f"{name} a hold (owned by the calling process, or a named lease)")
-        h.add_argument("ref", metavar="ID")
-        h.add_argument("--lease")
-    m = sub.add_parser("mount", help="mount a layer; prints the path")
-    m.add_argument("ref", metavar="ID")
-    u = sub.add_parser("umount", aliases=["unmount"], help="unmount a layer")
-    u.add_argument("ref", metavar="ID")
-    u.add_argument("--force", action="store_true")
-    b = sub.add_parser("by-digest", help="layers with a diff (or compressed) digest")
-    b.add_argument("digest")
-    b.add_argument("--compressed", action="store_true")
-    x = sub.add_parser("diff", help="write the layer's diff as a tar")
-    x.add_argument("ref", metavar="ID")
-    x.add_argument("-o", "--output")
-    x.add_argument("--compress", choices=["none", "gzip", "zstd"], default="none")
-    hi = sub.add_parser("history", help="what happened to a layer (or the store), from the log")
-    hi.add_argument("ref", metavar="ID", nargs="?")
-    hi.add_argument("--since", help="ISO 8601 time or epoch seconds")
-    hi.add_argument("--until", help="ISO 8601 time or epoch seconds")
-    hi.add_argument("--type", action="append", dest="types", help="event type, e.g. hold-added (repeatable)")
-    st = sub.add_parser("state", help="the store as it was at an LSN or a time")
-    st.add_argument("--at", required=True, metavar="LSN|TIME")
-    sub.add_parser("checkpoint", help="write a checkpoint of the state now")
-    ck = sub.add_parser("check", help="re-derive everything from the log and compare (exit 4 on damage)")
-    ck.add_argument("--content", action="store_true", help="also regenerate every layer's tar and check its digest")
-    lg = sub.add_parser("log", help="inspect or repair the log")
-    lg.add_argument("action", choices=["verify", "dump", "repair"])
-    sub.add_parser("recover", help="run recovery now (also sweeps orphans); prints what it did")
-    sub.add_parser("failpoints", help="list the failpoints")
-    io = sub.add_parser("import-oci", help="import an image's layers from an OCI layout; prints the top layer id")
-    io.add_argument("reference", metavar="DIR[:TAG]")
-    io.add_argument("--name", help="a name for the top layer")
-    io.add_argument("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)")
-    eo = sub.add_parser("export-oci", help="write the chain ending at a layer as an OCI layout (tag default latest)")
-    eo.add_argument("ref", metavar="TOP_ID")
-    eo.add_argument("reference", metavar="DIR[:TAG]")
-    eo.add_argument("--compress", choices=["gzip", "none", "zstd"], default="gzip")
-    eo.add_argument("--platform", metavar="OS/ARCH", help="os and architecture in the config (default this machine's)")
+    declared = dict.fromkeys(COMMANDS.values())  # each once, in declaration order
+    for cmd in declared:
+        if wanted in COMMANDS and COMMANDS[wanted] is not cmd:
+            continue
+        parser = sub.add_parser(cmd.name, aliases=list(cmd.aliases), help=cmd.help, description=cmd.help)
+        for a in cmd.arguments:
+            parser.add_argument(*a.flags, **a.options)
     return p
 
 
-# --- output -----------------------------------------------------------------------------------
+# --- output ---------------------------------------------------------------------------------------
 
 def iso_time(ns: int) -> str:
     # every digit (RFC 3339 with nanoseconds): a time copied into --since/--until/--at
@@ -147,7 +124,7 @@ def iso_time(ns: int) -> str:
 
 
 def as_dict(rec) -> dict:
-    """A layer record as a plain dict (the fast read path has dicts already)."""
+    """A layer record as a plain dict (a ``Reader`` has dicts already)."""
     if isinstance(rec, dict):
         return rec
     import msgspec
@@ -176,6 +153,11 @@ def emit_json(value) -> None:
 
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def emit(args, value: dict, text: str) -> None:
+    """``value`` as JSON with ``--json``, else ``text`` as a line."""
+    emit_json(value) if args.json else print(text)
 
 
 def print_layer(rec) -> None:
@@ -208,43 +190,53 @@ def print_tree(layers: list[dict]) -> None:
         print("\n".join(out))
 
 
-# --- commands -----------------------------------------------------------------------------------
+# --- running a command ----------------------------------------------------------------------------
 
 def open_store(args, readonly: bool):
+    from eventstore.opener import open_store as open_and_recover
     from eventstore.process import holder_for
-    from eventstore.store import LayerStore
 
     # A CLI call lives for milliseconds: its holds belong to the process that called it
     # (the shell or program driving the CLI), released by recovery when that one exits.
     # ``recover`` runs recovery itself, so that it can print what it did.
-    return LayerStore.open(args.root, args.driver, readonly=readonly, recover=args.command != "recover",
-                           owner=holder_for(os.getppid()))
+    return open_and_recover(args.root, args.driver, readonly=readonly, recover=args.command != "recover",
+                            owner=holder_for(os.getppid()))
 
 
 def run(args) -> int:
-    cmd = args.command
-    if cmd == "failpoints":
-        return cmd_failpoints(args)
-    if cmd == "log":
-        return cmd_log(args)
-    if cmd == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
-        return 1
-    if cmd in FAST_READS:
-        from eventstore.query import open_reader
+    cmd = COMMANDS[args.command]
+    if cmd.access == NONE:
+        return cmd.handler(args)
+    if cmd.access == FAST:
+        from eventstore.query import Reader, open_reader
 
+        if cmd.name == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
+            return 1
         reader = open_reader(args.root)
-        if reader is not None:
+        if reader is None:  # behind the log (or no index yet): open the store to catch up
+            store = open_store(args, readonly=True)
             try:
-                return COMMANDS[cmd](reader, args)
+                return cmd.handler(Reader(store.index.conn), args)
             finally:
-                reader.conn.close()
-    store = open_store(args, readonly=cmd in READ_ONLY)
+                store.close()
+        try:
+            return cmd.handler(reader, args)
+        finally:
+            reader.conn.close()
+    store = open_store(args, readonly=cmd.access == READ)
     try:
-        return COMMANDS[cmd](store, args)
+        return cmd.handler(store, args)
     finally:
         store.close()
 
 
+# --- the commands ---------------------------------------------------------------------------------
+
+@command("create", "create a layer, optionally from a tar (FILE or - for stdin)",
+         arg("--id", dest="layer_id"), arg("--parent"), arg("--name", action="append", default=[]),
+         arg("--writable", action="store_true"), arg("--compressed-digest"), arg("--diff-digest"),
+         arg("--max-size", type=int, default=None, help="refuse content larger than this (uncompressed bytes)"),
+         arg("file", nargs="?"))
 def cmd_create(store, args) -> int:
     content = None
     if args.file == "-":
@@ -265,15 +257,16 @@ def cmd_create(store, args) -> int:
             progress.done()
         if content is not None and args.file != "-":
             content.close()
-    emit_json({"id": layer_id}) if args.json else print(layer_id)
+    emit(args, {"id": layer_id}, layer_id)
     return 0
 
 
-def cmd_layers(store, args) -> int:
+@command("layers", "list layers", arg("--tree", action="store_true"), access=FAST)
+def cmd_layers(reader, args) -> int:
     if args.json:
-        emit_json([layer_json(r) for r in store.layers()])
+        emit_json([layer_json(r) for r in reader.layers()])
         return 0
-    layers = store.listing()
+    layers = reader.listing()
     if args.tree:
         print_tree(layers)
     elif layers:
@@ -282,58 +275,32 @@ def cmd_layers(store, args) -> int:
     return 0
 
 
-def cmd_layer(store, args) -> int:
-    rec = store.lookup(args.ref)
+@command("layer", "show one layer", REF, access=FAST)
+def cmd_layer(reader, args) -> int:
+    rec = reader.lookup(args.ref)
     emit_json(layer_json(rec)) if args.json else print_layer(rec)
     return 0
 
 
-def cmd_exists(store, args) -> int:
-    found = store.exists(args.ref)
+@command("exists", "exit 0 if the layer exists, else 1", REF, access=FAST)
+def cmd_exists(reader, args) -> int:
+    found = reader.exists(args.ref)
     if args.json:
         emit_json({"exists": found})
     return 0 if found else 1
 
 
-def cmd_refs(store, args) -> int:
-    refs = layer_json(store.lookup(args.ref))["hold-refs"]
-    emit_json({"hold-refs": refs}) if args.json else print(refs)
+@command("refs", "print the hold count", REF, access=FAST)
+def cmd_refs(reader, args) -> int:
+    refs = layer_json(reader.lookup(args.ref))["hold-refs"]
+    emit(args, {"hold-refs": refs}, str(refs))
     return 0
 
 
-def cmd_delete(store, args) -> int:
-    rec = store.lookup(args.ref)
-    store.delete(rec.id, force=args.force)
-    emit_json({"deleted": rec.id}) if args.json else print(rec.id)
-    return 0
-
-
-def cmd_hold(store, args) -> int:
-    refs = store.hold(args.ref, lease=args.lease)
-    emit_json({"hold-refs": refs}) if args.json else print(refs)
-    return 0
-
-
-def cmd_release(store, args) -> int:
-    refs = store.release(args.ref, lease=args.lease)
-    emit_json({"hold-refs": refs}) if args.json else print(refs)
-    return 0
-
-
-def cmd_mount(store, args) -> int:
-    path = store.mount(args.ref)
-    emit_json({"mount-point": path}) if args.json else print(path)
-    return 0
-
-
-def cmd_umount(store, args) -> int:
-    count = store.umount(args.ref, force=args.force)
-    emit_json({"mount-count": count}) if args.json else print(count)
-    return 0
-
-
-def cmd_by_digest(store, args) -> int:
-    ids = store.by_digest(args.digest, compressed=args.compressed)
+@command("by-digest", "layers with a diff (or compressed) digest", arg("digest"),
+         arg("--compressed", action="store_true"), access=FAST)
+def cmd_by_digest(reader, args) -> int:
+    ids = reader.by_digest(args.digest, compressed=args.compressed)
     if args.json:
         emit_json(ids)
     else:
@@ -342,15 +309,15 @@ def cmd_by_digest(store, args) -> int:
     return 0
 
 
+@command("fs-info", "usage of the layer's own data", REF, access=READ)
 def cmd_fs_info(store, args) -> int:
     info = store.fs_info(args.ref)
-    if args.json:
-        emit_json({"used-bytes": info.used_bytes, "inodes-used": info.inodes_used, "mountpoint": info.mountpoint})
-    else:
-        print(f"used-bytes: {info.used_bytes}\ninodes-used: {info.inodes_used}\nmountpoint: {info.mountpoint}")
+    emit(args, {"used-bytes": info.used_bytes, "inodes-used": info.inodes_used, "mountpoint": info.mountpoint},
+         f"used-bytes: {info.used_bytes}\ninodes-used: {info.inodes_used}\nmountpoint: {info.mountpoint}")
     return 0
 
 
+@command("metadata", "the driver's view of the layer", REF, access=READ)
 def cmd_metadata(store, args) -> int:
     meta = store.metadata(args.ref)
     if args.json:
@@ -361,55 +328,64 @@ def cmd_metadata(store, args) -> int:
     return 0
 
 
+@command("delete", "delete a layer", REF, arg("--force", action="store_true", help="unmount first if mounted"))
+def cmd_delete(store, args) -> int:
+    rec = store.lookup(args.ref)
+    store.delete(rec.id, force=args.force)
+    emit(args, {"deleted": rec.id}, rec.id)
+    return 0
+
+
+@command("hold", "take a hold (owned by the calling process, or a named lease)", REF, arg("--lease"))
+def cmd_hold(store, args) -> int:
+    refs = store.hold(args.ref, lease=args.lease)
+    emit(args, {"hold-refs": refs}, str(refs))
+    return 0
+
+
+@command("release", "release a hold (the caller's, or a named lease)", REF, arg("--lease"))
+def cmd_release(store, args) -> int:
+    refs = store.release(args.ref, lease=args.lease)
+    emit(args, {"hold-refs": refs}, str(refs))
+    return 0
+
+
+@command("mount", "mount a layer; prints the path", REF)
+def cmd_mount(store, args) -> int:
+    path = store.mount(args.ref)
+    emit(args, {"mount-point": path}, path)
+    return 0
+
+
+@command("umount", "unmount a layer", REF, arg("--force", action="store_true"), aliases=("unmount",))
+def cmd_umount(store, args) -> int:
+    count = store.umount(args.ref, force=args.force)
+    emit(args, {"mount-count": count}, str(count))
+    return 0
+
+
+@command("diff", "write the layer's diff as a tar", REF, arg("-o", "--output"),
+         arg("--compress", choices=["none", "gzip", "zstd"], default="none"), access=READ)
 def cmd_diff(store, args) -> int:
+    from eventstore.archive.compression import compressing
+
     chunks = store.diff(args.ref)
     out = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
-        writer = _compressor(args.compress, out)
-        for chunk in chunks:
-            writer.write(chunk)
-        writer.flush_all()
+        with compressing(args.compress, out) as sink:
+            for chunk in chunks:
+                sink.write(chunk)
     finally:
         if args.output:
             out.close()
     return 0
 
 
-class _Plain:
-    def __init__(self, out):
-        self.out = out
-
-    def write(self, data):
-        self.out.write(data)
-
-    def flush_all(self):
-        self.out.flush()
-
-
-def _compressor(kind: str, out):
-    if kind == "gzip":
-        from isal import igzip
-
-        class _Gzip(_Plain):
-            def __init__(self, out):
-                super().__init__(igzip.IGzipFile(fileobj=out, mode="wb", mtime=0))
-
-            def flush_all(self):
-                self.out.close()
-        return _Gzip(out)
-    if kind == "zstd":
-        import zstandard
-
-        class _Zstd(_Plain):
-            def __init__(self, out):
-                super().__init__(zstandard.ZstdCompressor().stream_writer(out, closefd=False))
-
-            def flush_all(self):
-                self.out.close()
-        return _Zstd(out)
-    return _Plain(out)
-
-
+@command("history", "what happened to a layer (or the store), from the log",
+         arg("ref", metavar="ID", nargs="?"), arg("--since", help="ISO 8601 time or epoch seconds"),
+         arg("--until", help="ISO 8601 time or epoch seconds"),
+         arg("--type", action="append", dest="types", help="event type, e.g. hold-added (repeatable)"),
+         access=READ)
 def cmd_history(store, args) -> int:
     from replay.audit import history, parse_time, resolve_layer
 
@@ -429,6 +405,8 @@ def cmd_history(store, args) -> int:
     return 0
 
 
+@command("state", "the store as it was at an LSN or a time", arg("--at", required=True, metavar="LSN|TIME"),
+         access=READ)
 def cmd_state(store, args) -> int:
     from replay.audit import deleted_layers, lsn_at_time, parse_time, state_at
 
@@ -449,12 +427,16 @@ def cmd_state(store, args) -> int:
     return 0
 
 
+@command("checkpoint", "write a checkpoint of the state now")
 def cmd_checkpoint(store, args) -> int:
     path = store.checkpoint()
-    emit_json({"checkpoint": str(path)}) if args.json else print(path)
+    emit(args, {"checkpoint": str(path)}, str(path))
     return 0
 
 
+@command("check", "re-derive everything from the log and compare (exit 4 on damage)",
+         arg("--content", action="store_true", help="also regenerate every layer's tar and check its digest"),
+         access=READ)
 def cmd_check(store, args) -> int:
     from replay.verify import check
 
@@ -466,17 +448,7 @@ def cmd_check(store, args) -> int:
     return 4 if problems else 0
 
 
-def cmd_recover(store, args) -> int:
-    from eventstore.recovery import recover_store
-
-    actions = recover_store(store, sweep=True)
-    if args.json:
-        emit_json(actions)
-    else:
-        print("\n".join(actions) if actions else "nothing to recover")
-    return 0
-
-
+@command("log", "inspect or repair the log", arg("action", choices=["verify", "dump", "repair"]), access=NONE)
 def cmd_log(args) -> int:
     from eventstore.log import EventLog
 
@@ -489,13 +461,10 @@ def cmd_log(args) -> int:
     with EventLog.open(args.root, writer=False, create=False) as log:
         if args.action == "verify":
             report = log.verify()
+            torn = report.torn_tail
             result = {"segments": report.segments, "records": report.records, "events": report.events,
-                      "last-lsn": report.last_lsn,
-                      "torn-tail": f"{report.torn_tail.segment}@{report.torn_tail.offset}" if report.torn_tail else None}
-            if args.json:
-                emit_json(result)
-            else:
-                print(" ".join(f"{k}={v}" for k, v in result.items()))
+                      "last-lsn": report.last_lsn, "torn-tail": f"{torn.segment}@{torn.offset}" if torn else None}
+            emit(args, result, " ".join(f"{k}={v}" for k, v in result.items()))
             return 0
         import json
 
@@ -506,17 +475,23 @@ def cmd_log(args) -> int:
     return 0
 
 
+@command("recover", "run recovery now (also sweeps orphans); prints what it did")
+def cmd_recover(store, args) -> int:
+    from eventstore.recovery import recover_store
+
+    actions = recover_store(store, sweep=True)
+    if args.json:
+        emit_json(actions)
+    else:
+        print("\n".join(actions) if actions else "nothing to recover")
+    return 0
+
+
+@command("failpoints", "list the failpoints", access=NONE)
 def cmd_failpoints(args) -> int:
-    # importing the modules declares their failpoints
-    import eventstore.checkpoint  # noqa: F401
-    import eventstore.drivers.overlay  # noqa: F401
-    import eventstore.drivers.vfs  # noqa: F401
-    import eventstore.index  # noqa: F401
-    import eventstore.recovery  # noqa: F401
-    import eventstore.store  # noqa: F401
     from eventstore import faults
 
-    names = dict(sorted(faults.KNOWN.items()))
+    names = dict(sorted(faults.POINTS.items()))
     if args.json:
         emit_json(names)
     else:
@@ -525,6 +500,9 @@ def cmd_failpoints(args) -> int:
     return 0
 
 
+@command("import-oci", "import an image's layers from an OCI layout; prints the top layer id",
+         arg("reference", metavar="DIR[:TAG]"), arg("--name", help="a name for the top layer"),
+         arg("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)"))
 def cmd_import_oci(store, args) -> int:
     import msgspec
 
@@ -535,10 +513,14 @@ def cmd_import_oci(store, args) -> int:
     platform = parse_platform(args.platform) if args.platform else None
     result = import_oci(store, path, tag, name=args.name, platform=platform,
                         progress=terminal_progress if sys.stderr.isatty() else None)
-    emit_json(dict(msgspec.to_builtins(result), id=result.top)) if args.json else print(result.top)
+    emit(args, dict(msgspec.to_builtins(result), id=result.top), result.top)
     return 0
 
 
+@command("export-oci", "write the chain ending at a layer as an OCI layout (tag default latest)",
+         arg("ref", metavar="TOP_ID"), arg("reference", metavar="DIR[:TAG]"),
+         arg("--compress", choices=["gzip", "none", "zstd"], default="gzip"),
+         arg("--platform", metavar="OS/ARCH", help="os and architecture in the config (default this machine's)"))
 def cmd_export_oci(store, args) -> int:
     import msgspec
 
@@ -547,24 +529,8 @@ def cmd_export_oci(store, args) -> int:
     path, tag = parse_reference(args.reference)
     platform = parse_platform(args.platform) if args.platform else None
     result = export_oci(store, args.ref, path, tag or "latest", compression=args.compress, platform=platform)
-    emit_json(msgspec.to_builtins(result)) if args.json else print(result.manifest)
+    emit(args, msgspec.to_builtins(result), result.manifest)
     return 0
-
-
-KNOWN_COMMANDS = {
-    "create", "layers", "layer", "exists", "refs", "fs-info", "metadata", "delete", "hold", "release",
-    "mount", "umount", "unmount", "by-digest", "diff", "history", "state", "checkpoint", "check", "log",
-    "recover", "failpoints", "import-oci", "export-oci",
-}
-
-COMMANDS = {
-    "create": cmd_create, "layers": cmd_layers, "layer": cmd_layer, "exists": cmd_exists,
-    "refs": cmd_refs, "delete": cmd_delete, "hold": cmd_hold, "release": cmd_release,
-    "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "by-digest": cmd_by_digest,
-    "fs-info": cmd_fs_info, "metadata": cmd_metadata, "diff": cmd_diff, "history": cmd_history,
-    "recover": cmd_recover, "state": cmd_state, "checkpoint": cmd_checkpoint, "check": cmd_check,
-    "import-oci": cmd_import_oci, "export-oci": cmd_export_oci,
-}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,6 @@ class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
     boot: str = ""
     lease: str = ""
 
-    @property
-    def is_lease(self) -> bool:
-        return bool(self.lease)
-
     def describe(self) -> str:
         return f"lease {self.lease}" if self.lease else f"pid {self.pid}"
 

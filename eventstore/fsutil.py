@@ -7,9 +7,6 @@ from pathlib import Path
 
 from eventstore import faults
 
-faults.declare("fsutil.atomic-write.before-rename", "an atomic write's temp file is synced, not renamed")
-faults.declare("fsutil.atomic-write.after-rename", "an atomic write is renamed, its directory not yet synced")
-
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a directory so that entries created, renamed or removed in it are durable."""

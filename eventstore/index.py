@@ -28,8 +28,6 @@ from eventstore.log import LogRecord, Position
 from eventstore.query import Reader
 from eventstore.state import LayerRecord, apply
 
-faults.declare("index.before-commit", "a projection transaction is about to commit")
-faults.declare("index.after-commit", "a projection transaction committed")
 
 SCHEMA_VERSION = 1
 
@@ -184,16 +182,18 @@ class Index(Reader):
                          decode_record)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        if new or self._meta("schema") is None:
+        if new or self.meta("schema") is None:
             self._transaction(lambda: _create_schema(self.conn))
 
-    # --- position ---------------------------------------------------------------------
+    # --- position and meta -------------------------------------------------------------
 
-    _meta = Reader.meta
+    def set_meta(self, key: str, value: str) -> None:
+        """Record ``key`` = ``value`` in its own transaction."""
+        self._transaction(lambda: self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
     def position(self) -> Position | None:
         """Where in the log the projection stands (None: nothing applied yet)."""
-        value = self._meta("position")
+        value = self.meta("position")
         if not value:
             return None
         segment, offset, lsn = (int(x) for x in value.split(":"))
@@ -201,7 +201,16 @@ class Index(Reader):
 
     @property
     def store_uuid(self) -> str | None:
-        return self._meta("store_uuid")
+        return self.meta("store_uuid")
+
+    def reset(self) -> None:
+        """Empty every read model (in place, one transaction), to be projected again."""
+        def body() -> None:
+            for table in ("layers", "names", "history"):
+                self.conn.execute(f"DELETE FROM {table}")
+            self.conn.execute("DELETE FROM meta WHERE key IN ('position', 'store_uuid', 'swept_boot')")
+
+        self._transaction(body)
 
     # --- projecting -------------------------------------------------------------------
 
@@ -223,9 +232,9 @@ class Index(Reader):
         except sqlite3.OperationalError as exc:
             # SQLite already waited its busy timeout; past that, back off and retry.
             # (tenacity is imported only here: it costs ~20 ms at every CLI start.)
-            from eventstore.retry import _is_busy_database, on_busy_database
+            from eventstore.retry import is_busy_database, on_busy_database
 
-            if not _is_busy_database(exc):
+            if not is_busy_database(exc):
                 raise
             return on_busy_database(run)()
 
@@ -296,8 +305,9 @@ class Index(Reader):
             return self.conn.execute("SELECT * FROM history ORDER BY lsn")
         return self.conn.execute("SELECT * FROM history WHERE layer = ? ORDER BY lsn", (layer_id,))
 
-    def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM layers").fetchone()[0]
+    def layer_ids(self) -> set[str]:
+        """The id of every layer the read models hold."""
+        return {row[0] for row in self.conn.execute("SELECT id FROM layers")}
 
     def close(self) -> None:
         self.conn.close()

@@ -1,9 +1,10 @@
 """Startup recovery (DESIGN §4): finish or undo what a crash left behind.
 
-Runs on every writer open, under the writer lock, after the read models caught up.
-Each step goes through the driver and is recorded in the log; each is idempotent, so a
-crash in the middle of recovery is finished by the next open. A layer whose repair
-fails is quarantined (reported, refused by operations) and the rest goes on.
+Runs on every writer open (``eventstore.opener``), under the writer lock, after the read
+models caught up. Each step goes through the driver and is recorded in the log through
+the store's write session; each is idempotent, so a crash in the middle of recovery is
+finished by the next open. A layer whose repair fails is quarantined (reported, refused
+by operations) and the rest goes on.
 
 What is looked at costs nothing when all is well: one indexed query finds the layers
 that are incomplete, mounted or held by a process. The orphan sweep (driver data no
@@ -13,98 +14,97 @@ event accounts for) lists the driver's directory, so it runs once per boot and o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from eventstore import events as ev
 from eventstore import faults, process
 from eventstore.state import LayerRecord
+from eventstore.store import LayerStore, WriteSession, abandoned
 
-if TYPE_CHECKING:
-    from eventstore.store import LayerStore
-
-for _name, _doc in [
-    ("recovery.before-remove", "recovery is about to remove a half-made or half-deleted layer"),
-    ("recovery.after-remove", "recovery removed a layer's data, not yet recorded"),
-    ("recovery.before-orphan", "recovery is about to remove orphan driver data"),
-]:
-    faults.declare(_name, _doc)
+SWEPT_BOOT = "swept_boot"  # meta key: the boot whose orphan sweep finished
 
 
-def recover_store(store: "LayerStore", *, sweep: bool | None = None) -> list[str]:
+class _Run:
+    """One recovery run: its write session and the actions taken so far."""
+
+    def __init__(self, store: LayerStore, session: WriteSession):
+        self.store = store
+        self.session = session
+        self.actions: list[str] = []
+        self.started = False
+
+    def start(self) -> None:
+        """Record recovery-started, once, before the run's first intent or action."""
+        if not self.started:
+            self.session.append(ev.RecoveryStarted(boot=process.boot_id()))
+            self.started = True
+
+    def record(self, action: str, *events: ev.Event) -> None:
+        """Append ``events`` and count ``action`` as done."""
+        self.start()
+        if events:
+            self.session.append(*events)
+        self.actions.append(action)
+
+
+def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
     """Recover ``store``; one line per action taken (empty when there was nothing to do)."""
-    actions: list[str] = []
-    with store._deciding():
+    with store.writing() as session:
+        run = _Run(store, session)
         boot = process.boot_id()
         if sweep is None:
-            sweep = store.index._meta("swept_boot") != boot
+            sweep = store.index.meta(SWEPT_BOOT) != boot
         for rec in store.index.needing_attention():
-            _recover_layer(store, rec, boot, actions)
+            _recover_layer(run, rec)
         if sweep:
             # Forget the mark first: a sweep killed half-way (even one asked for by
             # ``layerstore recover`` in a boot already swept) is redone by the next open.
-            _set_swept_boot(store, "")
-            _sweep_orphans(store, actions)
-            _set_swept_boot(store, boot)
-        if actions:
-            store._append(ev.RecoveryFinished(actions=len(actions)))
-    return actions
+            store.index.set_meta(SWEPT_BOOT, "")
+            _sweep_orphans(run)
+            store.index.set_meta(SWEPT_BOOT, boot)
+        if run.started:
+            session.append(ev.RecoveryFinished(actions=len(run.actions)))
+    return run.actions
 
 
-def _set_swept_boot(store: "LayerStore", boot: str) -> None:
-    store.index._transaction(lambda: store.index.conn.execute(
-        "INSERT OR REPLACE INTO meta VALUES ('swept_boot', ?)", (boot,)))
-
-
-def _start(store: "LayerStore", actions: list[str]) -> None:
-    if not actions:
-        store._append(ev.RecoveryStarted(boot=process.boot_id()))
-
-
-def _recover_layer(store: "LayerStore", rec: LayerRecord, boot: str, actions: list[str]) -> None:
+def _recover_layer(run: _Run, rec: LayerRecord) -> None:
+    store, session = run.store, run.session
     try:
-        if rec.incomplete and not rec.quarantined and not (rec.owner and process.is_alive(rec.owner)):
-            _start(store, actions)
+        if abandoned(rec) and not rec.quarantined:
             what = "half-deleted" if rec.deleting else "incomplete"
+            run.start()
             if not rec.deleting:
-                store._append(ev.LayerMarkedIncomplete(layer=rec.id, reason="recovery", owner=store.process))
+                session.append(ev.LayerMarkedIncomplete(layer=rec.id, reason="recovery", owner=store.process))
             faults.point("recovery.before-remove")
-            store._remove_data(rec.id)
+            store.remove_data(rec.id)
             faults.point("recovery.after-remove")
-            store._append(ev.LayerDeleted(layer=rec.id))
-            actions.append(f"removed {what} layer {rec.id}")
+            run.record(f"removed {what} layer {rec.id}", ev.LayerDeleted(layer=rec.id))
             return
-        if rec.mount_count and (rec.mount_boot != boot or not store.driver.is_mounted(rec.id)):
-            _start(store, actions)
-            reason = "mounted in an earlier boot" if rec.mount_boot != boot else "not in the kernel's mount table"
-            store._append(ev.MountsReconciled(layer=rec.id, count=0, reason=reason))
-            actions.append(f"reset mount count of {rec.id} ({reason})")
+        stale = store.stale_mount(rec)
+        if stale:
+            run.record(f"reset mount count of {rec.id} ({stale})",
+                    ev.MountsReconciled(layer=rec.id, count=0, reason=stale))
         for holder in rec.holds:
             if not holder.lease and not process.is_alive(holder):
-                _start(store, actions)
-                store._append(ev.HoldReleased(layer=rec.id, holder=holder))
-                actions.append(f"released hold of dead pid {holder.pid} on {rec.id}")
+                run.record(f"released hold of dead pid {holder.pid} on {rec.id}",
+                        ev.HoldReleased(layer=rec.id, holder=holder))
     except Exception as exc:  # one bad layer must not fail the whole store
         if rec.quarantined:
             return  # reported once already: an open that changes nothing records nothing
-        _start(store, actions)
-        store._append(ev.LayerQuarantined(layer=rec.id, reason=f"recovery failed: {exc}"))
-        actions.append(f"quarantined {rec.id}: {exc}")
+        run.record(f"quarantined {rec.id}: {exc}", ev.LayerQuarantined(layer=rec.id, reason=f"recovery failed: {exc}"))
 
 
-def _sweep_orphans(store: "LayerStore", actions: list[str]) -> None:
-    known = {row[0] for row in store.index.conn.execute("SELECT id FROM layers")}
+def _sweep_orphans(run: _Run) -> None:
+    store = run.store
+    known = store.index.layer_ids()
     for layer_id in sorted(store.driver.layers() - known):
-        _start(store, actions)
+        run.start()
         faults.point("recovery.before-orphan")
         store.driver.remove(layer_id)
-        store._append(ev.OrphanRemoved(layer=layer_id, what="driver data"))
-        actions.append(f"removed orphan driver data {layer_id}")
-    tarsplit_dir = store.root / "tarsplit"
+        run.record(f"removed orphan driver data {layer_id}", ev.OrphanRemoved(layer=layer_id, what="driver data"))
+    tarsplit_dir = store.tarsplit_dir
     if tarsplit_dir.is_dir():
         for path in sorted(tarsplit_dir.iterdir()):
             layer_id = path.name.split(".", 1)[0]
             if layer_id not in known:
-                _start(store, actions)
+                run.start()
                 path.unlink()
-                store._append(ev.OrphanRemoved(layer=layer_id, what="tar-split"))
-                actions.append(f"removed orphan tar-split {path.name}")
+                run.record(f"removed orphan tar-split {path.name}", ev.OrphanRemoved(layer=layer_id, what="tar-split"))

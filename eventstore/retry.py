@@ -18,9 +18,11 @@ from typing import TypeVar
 F = TypeVar("F", bound=Callable)
 
 
-def _is_busy_database(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+def is_busy_database(exc: BaseException) -> bool:
+    """SQLite's own word for it (SQLITE_BUSY, SQLITE_LOCKED and their extended codes),
+    not the message text, which changes between SQLite versions."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.OperationalError) and name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def _is_ebusy(exc: BaseException) -> bool:
@@ -32,7 +34,7 @@ def on_busy_database(func: F) -> F:
     from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
     return retry(
-        retry=retry_if_exception(_is_busy_database),
+        retry=retry_if_exception(is_busy_database),
         wait=wait_exponential(multiplier=0.01, max=0.5),
         stop=stop_after_delay(60),
         reraise=True,

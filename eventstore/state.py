@@ -107,13 +107,18 @@ def _existing(state: State, layer_id: str) -> LayerRecord:
     return rec
 
 
-def _usable(state: State, layer_id: str) -> LayerRecord:
-    rec = _existing(state, layer_id)
+def require_usable(rec: LayerRecord) -> LayerRecord:
+    """``rec``, unless it may not be used (built on, held, mounted, renamed): quarantined
+    or incomplete layers are refused."""
     if rec.quarantined:
-        raise errors.LayerQuarantined(f"layer {layer_id}: quarantined ({rec.quarantined})")
+        raise errors.LayerQuarantined(f"layer {rec.id}: quarantined ({rec.quarantined})")
     if rec.incomplete:
-        raise errors.LayerIncomplete(f"layer {layer_id}: incomplete (being created or deleted)")
+        raise errors.LayerIncomplete(f"layer {rec.id}: incomplete (being created or deleted)")
     return rec
+
+
+def _usable(state: State, layer_id: str) -> LayerRecord:
+    return require_usable(_existing(state, layer_id))
 
 
 def _check_names(state: State, layer_id: str, names: Iterable[str]) -> None:

@@ -5,7 +5,12 @@ state its events follow), appends its events (durable before it returns), then p
 them into the read models. Driver work that can take long (creating, filling, removing
 a layer) happens *between* an intent event and a completion event, outside the lock:
 a crash anywhere leaves an incomplete layer with a dead owner, which recovery
-(``eventstore.recovery``) finishes or undoes.
+(``eventstore.recovery``, run by ``eventstore.opener``) finishes or undoes.
+
+Everything that changes the store goes through one door, ``LayerStore.writing()``: a
+``WriteSession`` holds the writer lock with the read models caught up, checks each event
+against the rules, appends it durably and projects it. The store's own operations and
+recovery both use it; nothing else appends.
 """
 
 from __future__ import annotations
@@ -24,23 +29,11 @@ from eventstore.events import Holder, stamp
 from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.index import Index
 from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
-from eventstore.log.format import HEADER_SIZE, decode_header
+from eventstore.log.format import FormatError
 from eventstore.log.reader import read_header
 from eventstore.log.segment import list_segments
 from eventstore.names import check_digest, check_id, check_name
-from eventstore.state import LayerRecord, apply, check
-
-for _name, _doc in [
-    ("store.create.after-intent", "the intent event is durable, no driver work yet"),
-    ("store.create.after-driver", "the driver created the layer, no content yet"),
-    ("store.create.after-import", "the tar is extracted and its tar-split synced, the layer data not yet"),
-    ("store.create.after-content", "content is extracted and synced, not yet completed"),
-    ("store.delete.after-mark", "the delete is recorded as begun, data still there"),
-    ("store.delete.after-remove", "the driver removed the data, delete not yet recorded"),
-    ("store.mount.after-driver", "the kernel has the mount, the count is not yet recorded"),
-    ("store.umount.after-driver", "the kernel dropped the mount, the count is not yet recorded"),
-]:
-    faults.declare(_name, _doc)
+from eventstore.state import LayerRecord, apply, check, require_usable
 
 
 CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
@@ -78,8 +71,11 @@ def _resume_point(root: Path, index: Index) -> Position | None:
     segments = list_segments(root / "log")
     if not segments:
         return None
-    header = decode_header(read_header(segments[0][1]))
-    if isinstance(header, str) or str(header.store_uuid) != index.store_uuid:
+    try:
+        header = read_header(segments[0][1])
+    except FormatError:
+        return None
+    if str(header.store_uuid) != index.store_uuid:
         return None
     return position
 
@@ -114,10 +110,11 @@ class LayerStore:
 
     @classmethod
     def open(cls, root: str | os.PathLike, driver: str | None = None, *, readonly: bool = False,
-             recover: bool = True, owner: Holder | None = None,
-             segment_size: int = DEFAULT_SEGMENT_SIZE) -> "LayerStore":
-        """Open (creating if needed) the store at ``root``: take the log, bring the read
-        models up to date, and (unless ``readonly`` or ``recover=False``) recover."""
+             owner: Holder | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> "LayerStore":
+        """Open (creating if needed) the store at ``root``: take the log and bring the
+        read models up to date. It does not recover: ``eventstore.open_store`` (the
+        seed's ``layer_store_init``) opens and recovers."""
+        faults.check_environment()
         root = Path(root)
         if not readonly:
             root.mkdir(parents=True, exist_ok=True)
@@ -140,10 +137,6 @@ class LayerStore:
             if store is not None:
                 store.log.close()
             raise
-        if recover and not readonly:
-            from eventstore.recovery import recover_store
-
-            recover_store(store)
         return store
 
     @staticmethod
@@ -181,16 +174,9 @@ class LayerStore:
 
         In place, in one transaction, rather than by deleting index.db: another process
         with the file open would go on reading and writing an unlinked copy."""
-        conn = self.index.conn
-
-        def reset() -> None:
-            for table in ("layers", "names", "history"):
-                conn.execute(f"DELETE FROM {table}")
-            conn.execute("DELETE FROM meta WHERE key IN ('position', 'store_uuid', 'swept_boot')")
-
         # under the writer lock: no other process decides against half-rebuilt tables
         with self.log.locked() if self.log.writer else nullcontext():
-            self.index._transaction(reset)
+            self.index.reset()
             self.index.catch_up(self.log)
 
     def close(self) -> None:
@@ -208,11 +194,12 @@ class LayerStore:
     # --- the write path ------------------------------------------------------------------
 
     @contextmanager
-    def _deciding(self) -> Iterator[None]:
-        """Hold the writer lock with the read models caught up with the log."""
+    def writing(self) -> Iterator["WriteSession"]:
+        """Hold the writer lock, with the read models caught up with the log, and yield
+        the session through which events are appended."""
         with self.log.locked():
             self._apply_foreign()
-            yield
+            yield WriteSession(self)
 
     def _apply_foreign(self) -> None:
         if self._index_behind:
@@ -233,8 +220,7 @@ class LayerStore:
             self._index_behind = True
             raise
 
-    def _append(self, *events: ev.Event) -> int:
-        """Check, append durably, project. Must be called while deciding."""
+    def _append_checked(self, events: tuple[ev.Event, ...]) -> int:
         state = self.index.state()
         for event in events:  # each checked on the state the ones before it leave
             check(state, event)
@@ -259,7 +245,7 @@ class LayerStore:
 
     def checkpoint(self) -> Path:
         """Write a checkpoint of the state now (also taken every ``checkpoint_interval`` events)."""
-        with self._deciding():
+        with self.writing():
             return self._write_checkpoint()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -291,19 +277,43 @@ class LayerStore:
     def hold_refs(self, ref: str) -> int:
         return self.lookup(ref).hold_refs
 
-    def _complete(self, ref: str) -> LayerRecord:
-        rec = self.lookup(ref)
-        if rec.quarantined:
-            raise errors.LayerQuarantined(f"layer {rec.id}: quarantined ({rec.quarantined})")
-        if rec.incomplete:
-            raise errors.LayerIncomplete(f"layer {rec.id}: incomplete (being created or deleted)")
-        return rec
+    def usable(self, ref: str) -> LayerRecord:
+        """The layer ``ref`` names, refused when it is quarantined or incomplete."""
+        return require_usable(self.lookup(ref))
 
     def fs_info(self, ref: str):
-        return self.driver.fs_info(self._complete(ref).id)
+        return self.driver.fs_info(self.usable(ref).id)
 
     def metadata(self, ref: str) -> dict[str, str]:
-        return self.driver.metadata(self._complete(ref).id)
+        return self.driver.metadata(self.usable(ref).id)
+
+    # --- the shared judgements of the store and recovery --------------------------------------
+
+    def stale_mount(self, rec: LayerRecord) -> str | None:
+        """Why ``rec``'s mount count is not backed by the kernel (None: it is, or it is 0)."""
+        if not rec.mount_count:
+            return None
+        if rec.mount_boot != process.boot_id():
+            return "mounted in an earlier boot"
+        if not self.driver.is_mounted(rec.id):
+            return "not in the kernel's mount table"
+        return None
+
+    def tarsplit_path(self, layer_id: str) -> Path:
+        return self.tarsplit_dir / f"{layer_id}.tar-split"
+
+    @property
+    def tarsplit_dir(self) -> Path:
+        return self.root / "tarsplit"
+
+    def remove_data(self, layer_id: str) -> None:
+        """Remove every byte of a layer (driver data, tar-split); missing is fine.
+        Callers record why first: an intent or a delete in the log."""
+        self.driver.remove(layer_id)
+        try:
+            os.unlink(self.tarsplit_path(layer_id))
+        except FileNotFoundError:
+            pass
 
     # --- create ------------------------------------------------------------------------------
 
@@ -326,16 +336,16 @@ class LayerStore:
             check_digest(compressed_digest)
         if diff_digest:
             check_digest(diff_digest)
-        with self._deciding():
-            parent_id = self._complete(parent).id if parent else None
+        with self.writing() as w:
+            parent_id = self.usable(parent).id if parent else None
             if layer_id is not None:
                 existing = self.index.layer(layer_id)
                 if existing is not None:
-                    return self._create_existing(existing, parent_id, hold or self.owner)
+                    return self._create_existing(w, existing, parent_id, hold or self.owner)
             else:
                 layer_id = self._new_id()
-            self._append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
-                                         driver=self.driver_name, owner=self.process, mount_label=mount_label))
+            w.append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
+                                     driver=self.driver_name, owner=self.process, mount_label=mount_label))
         faults.point("store.create.after-intent")
         try:
             result = self._fill(layer_id, parent_id, writable, content, compressed_digest, diff_digest,
@@ -343,16 +353,17 @@ class LayerStore:
         except BaseException as exc:
             self._undo_create(layer_id, exc)
             raise
-        with self._deciding():
+        with self.writing() as w:
             held = [ev.HoldAdded(layer=layer_id, holder=hold)] if hold is not None else []
-            self._append(ev.LayerCompleted(layer=layer_id, **result), *held)
+            w.append(ev.LayerCompleted(layer=layer_id, **result), *held)
         return layer_id
 
-    def _create_existing(self, existing: LayerRecord, parent_id: str | None, holder: Holder) -> str:
+    def _create_existing(self, w: "WriteSession", existing: LayerRecord, parent_id: str | None,
+                         holder: Holder) -> str:
         if existing.parent != parent_id:
             raise errors.LayerExists(f"layer {existing.id}: exists with parent {existing.parent or 'none'}, "
                                      f"not {parent_id or 'none'}")
-        self._append(ev.HoldAdded(layer=existing.id, holder=holder))
+        w.append(ev.HoldAdded(layer=existing.id, holder=holder))
         return existing.id
 
     def _new_id(self) -> str:
@@ -360,9 +371,6 @@ class LayerStore:
             layer_id = os.urandom(32).hex()
             if self.index.layer(layer_id) is None:
                 return layer_id
-
-    def tarsplit_path(self, layer_id: str) -> Path:
-        return self.root / "tarsplit" / f"{layer_id}.tar-split"
 
     def _fill(self, layer_id: str, parent_id: str | None, writable: bool, content: BinaryIO | None,
               compressed_digest: str | None, diff_digest: str | None, max_size: int | None,
@@ -397,27 +405,20 @@ class LayerStore:
     def _undo_create(self, layer_id: str, exc: BaseException) -> None:
         """Remove a half-made layer; if that fails too, recovery finishes it later."""
         try:
-            self._remove_data(layer_id)
-            with self._deciding():
+            self.remove_data(layer_id)
+            with self.writing() as w:
                 if isinstance(exc, (errors.ContentRejected, errors.DigestMismatch)):
-                    self._append(ev.ContentRejected(layer=layer_id, reason=str(exc)))
-                self._append(ev.LayerDeleted(layer=layer_id))
+                    w.append(ev.ContentRejected(layer=layer_id, reason=str(exc)))
+                w.append(ev.LayerDeleted(layer=layer_id))
         except Exception:
             pass  # the layer stays incomplete, owned by us; recovery removes it after we exit
-
-    def _remove_data(self, layer_id: str) -> None:
-        self.driver.remove(layer_id)
-        try:
-            os.unlink(self.tarsplit_path(layer_id))
-        except FileNotFoundError:
-            pass
 
     # --- names --------------------------------------------------------------------------------
 
     def set_names(self, ref: str, names: list[str]) -> None:
         names = [check_name(n) for n in names]
-        with self._deciding():
-            self._append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
+        with self.writing() as w:
+            w.append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
 
     # --- holds ----------------------------------------------------------------------------------
 
@@ -429,16 +430,16 @@ class LayerStore:
     def hold(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:
         """Take a hold (``layer_inc_hold_refs``); the new hold count."""
         chosen = self._holder(lease, holder)  # a hostile lease is a usage error, found or not
-        with self._deciding():
+        with self.writing() as w:
             rec = self.lookup(ref)
-            self._append(ev.HoldAdded(layer=rec.id, holder=chosen))
-            return self.index.layer(rec.id).hold_refs  # type: ignore[union-attr]
+            w.append(ev.HoldAdded(layer=rec.id, holder=chosen))
+            return w.layer(rec.id).hold_refs
 
     def release(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:
         """Release a hold (``layer_dec_hold_refs``); the new count. Without a lease or
         holder: this process's own hold, else the most recent process hold."""
         named = self._holder(lease, holder) if lease is not None or holder else None
-        with self._deciding():
+        with self.writing() as w:
             rec = self.lookup(ref)
             if named is not None:
                 chosen = named
@@ -448,18 +449,17 @@ class LayerStore:
                 if chosen is None:
                     what = "held only by leases (name one)" if rec.holds else "not held"
                     raise errors.NotHeld(f"layer {rec.id}: {what}; hold refs {rec.hold_refs}")
-            self._append(ev.HoldReleased(layer=rec.id, holder=chosen))
-            return self.index.layer(rec.id).hold_refs  # type: ignore[union-attr]
+            w.append(ev.HoldReleased(layer=rec.id, holder=chosen))
+            return w.layer(rec.id).hold_refs
 
     # --- delete ---------------------------------------------------------------------------------
 
     def delete(self, ref: str, *, force: bool = False) -> None:
         """Delete a layer (``layer_store_delete``): refused while held, mounted (unless
         forced: then it is unmounted first) or the parent of another layer."""
-        with self._deciding():
+        with self.writing() as w:
             rec = self.lookup(ref)
-            if rec.incomplete and not rec.deleting and rec.owner and process.is_alive(rec.owner) \
-                    and rec.owner != self.process:
+            if rec.incomplete and not rec.deleting and not abandoned(rec) and rec.owner != self.process:
                 raise errors.LayerIncomplete(f"layer {rec.id}: still being created by pid {rec.owner.pid}")
             if rec.mount_count and force:
                 if not rec.deleting:
@@ -469,48 +469,47 @@ class LayerStore:
                     apply(after_unmount, 0, ev.LayerUnmounted(layer=rec.id, force=True))
                     check(after_unmount, ev.LayerMarkedIncomplete(layer=rec.id))
                 self.driver.unmount(rec.id)
-                self._append(ev.LayerUnmounted(layer=rec.id, force=True))
+                w.append(ev.LayerUnmounted(layer=rec.id, force=True))
             if not rec.deleting:
-                self._append(ev.LayerMarkedIncomplete(layer=rec.id, reason="delete", owner=self.process))
+                w.append(ev.LayerMarkedIncomplete(layer=rec.id, reason="delete", owner=self.process))
         faults.point("store.delete.after-mark")
-        self._remove_data(rec.id)
+        self.remove_data(rec.id)
         faults.point("store.delete.after-remove")
-        with self._deciding():
-            if self.index.layer(rec.id) is not None:
-                self._append(ev.LayerDeleted(layer=rec.id))
+        with self.writing() as w:
+            if w.layer(rec.id) is not None:
+                w.append(ev.LayerDeleted(layer=rec.id))
 
     # --- mounts -----------------------------------------------------------------------------------
 
     def mount(self, ref: str) -> str:
         """Mount (``layer_store_mount``): the first mount mounts for real, later ones
         count; the path either way."""
-        with self._deciding():
-            rec = self._complete(ref)
-            boot = process.boot_id()
-            if rec.mount_count and (rec.mount_boot != boot or not self.driver.is_mounted(rec.id)):
-                reason = "mounted in an earlier boot" if rec.mount_boot != boot else "not in the kernel's mount table"
-                self._append(ev.MountsReconciled(layer=rec.id, count=0, reason=reason))
-                rec = self.index.layer(rec.id)  # type: ignore[assignment]
+        with self.writing() as w:
+            rec = self.usable(ref)
+            stale = self.stale_mount(rec)
+            if stale:
+                w.append(ev.MountsReconciled(layer=rec.id, count=0, reason=stale))
+                rec = w.layer(rec.id)
             if rec.mount_count == 0:
                 path = str(self.driver.mount(rec.id, rec.mount_label))
                 faults.point("store.mount.after-driver")
             else:
                 path = rec.mount_point
-            self._append(ev.LayerMounted(layer=rec.id, mount_point=path, boot=boot))
+            w.append(ev.LayerMounted(layer=rec.id, mount_point=path, boot=process.boot_id()))
             return path
 
     def umount(self, ref: str, *, force: bool = False) -> int:
         """Unmount (``layer_store_umount``): counts down, unmounting for real at zero
         (or at once with ``force``); the remaining count."""
-        with self._deciding():
+        with self.writing() as w:
             rec = self.lookup(ref)
             if rec.mount_count == 0:
                 raise errors.NotMounted(f"layer {rec.id}: not mounted")
             if force or rec.mount_count == 1:
                 self.driver.unmount(rec.id)
                 faults.point("store.umount.after-driver")
-            self._append(ev.LayerUnmounted(layer=rec.id, force=force))
-            return self.index.layer(rec.id).mount_count  # type: ignore[union-attr]
+            w.append(ev.LayerUnmounted(layer=rec.id, force=force))
+            return w.layer(rec.id).mount_count
 
     # --- content out ----------------------------------------------------------------------------
 
@@ -519,7 +518,7 @@ class LayerStore:
         created from, or (made otherwise) a tar of its changes against its parent."""
         from eventstore.archive import diff_changes, export_layer
 
-        rec = self._complete(ref)
+        rec = self.usable(ref)
         if rec.has_tarsplit:
             return export_layer(self.driver.diff_path(rec.id), self.tarsplit_path(rec.id))
         parents = []
@@ -529,3 +528,25 @@ class LayerStore:
             parent_rec = self.index.layer(parent)
             parent = parent_rec.parent if parent_rec else None
         return diff_changes(self.driver.diff_path(rec.id), parents, self.driver.whiteout_format)
+
+
+def abandoned(rec: LayerRecord) -> bool:
+    """True when ``rec`` is incomplete and nobody is working on it: its creator (or
+    deleter) is dead. A layer whose owner still runs is left alone."""
+    return rec.incomplete and not (rec.owner and process.is_alive(rec.owner))
+
+
+class WriteSession:
+    """What its holder may do under the writer lock (``LayerStore.writing``)."""
+
+    def __init__(self, store: LayerStore):
+        self.store = store
+
+    def append(self, *events: ev.Event) -> int:
+        """Check ``events`` against the rules (each on the state the ones before it
+        leave), append them as one durable record, project them; the last LSN."""
+        return self.store._append_checked(events)
+
+    def layer(self, layer_id: str) -> LayerRecord | None:
+        """The layer's record as the events appended so far leave it (None: no such layer)."""
+        return self.store.index.layer(layer_id)

@@ -38,15 +38,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replay.model import Model, describe_difference, observe_store
-from replay.workload import (OPEN_STEP, Step, WorkloadError, builtin_workload, load_driver_modules, normalize,
+from eventstore.faults import CRASH_EXIT_CODE
+from replay.invariants import check_recovered, expected_outcomes
+from replay.report import PointResult, flatten, report
+from replay.workload import (OPEN_STEP, Step, WorkloadError, builtin_workload, load_driver_modules,
                              parse, read_acks)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
     ``replay.powerloss``), so real fsyncs only cost time: ``syncfs`` on a busy disk
     takes 0.2 s, on tmpfs nothing. Removed, mounts and all, on the way out.
     """
-    from replay.powerloss import detach_mounts
+    from eventstore.mounts import detach_all
 
     base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
     if use_tmpfs and os.geteuid() == 0:
@@ -76,7 +77,7 @@ def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
     try:
         yield base
     finally:
-        detach_mounts(str(base))  # the tmpfs and every overlay left on it
+        detach_all(str(base))  # the tmpfs and every overlay left on it
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -113,20 +114,6 @@ class Plan:
     sequence: list[str]
     steps: list[Step]
     script: Path
-
-
-@dataclass
-class PointResult:
-    position: str  # "K" or "K/J"
-    failpoint: str
-    passes: int
-    step: str  # the operation in flight
-    outcome: str  # undone | done | partial | not-reached | violation
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    mode: str = ""
-    recovery_points: int = 0  # length of the recovery's own failpoint sequence
-    nested: list["PointResult"] = field(default_factory=list)
 
 
 class HarnessError(Exception):
@@ -190,179 +177,39 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def power_seed(seed: int, point: int) -> int:
+    """The power-loss simulation's seed for crash point ``point`` of a run with ``seed``:
+    distinct for every point, the same every time the run is repeated."""
+    return seed * 1_000_003 + point
+
+
+def recovery_point(position: int, j: int) -> int:
+    """One number for "the workload crashed at ``position``, its recovery at ``j``",
+    distinct from every workload point and every other pair (recovery sequences are
+    shorter than the stride)."""
+    return position * 7919 + j
+
+
+def _reopener(config: Config, root: Path):
+    def reopen():
+        from eventstore.opener import open_store
+
+        return open_store(root, config.driver, segment_size=config.segment_size)
+    return reopen
+
+
 def _crash_spec(sequence: list[str], position: int) -> str:
     name = sequence[position]
     return f"{name}@{sequence[:position + 1].count(name)}"
 
 
-# --- what must hold after a crash --------------------------------------------------------------
-
-def expected_outcomes(steps: list[Step], acked: dict[int, dict], in_flight: int | None,
-                      reboot: bool, problems: list[str]) -> list[tuple[str, Model]]:
-    """The states recovery may leave: the model after the acknowledged steps, and the
-    outcomes of the step in flight; each as a crash leaves it. Steps whose result
-    differs from the model's are added to ``problems``."""
-    model = Model()
-    actor = "pid:workload"
-    if in_flight == OPEN_STEP:
-        upto = 0
-    elif in_flight is None:
-        upto = max((i for i in acked if i >= 0), default=-1) + 1
-    else:
-        upto = in_flight
-    for step in steps[:upto]:
-        if step.index not in acked:
-            problems.append(f"step {step.index} ({step.line}) has no acknowledgement but a later one has")
-            break
-        _replay_step(model, step, acked[step.index], actor, problems)
-    if in_flight is None or in_flight == OPEN_STEP or in_flight >= len(steps):
-        candidates = [("undone", model)]
-    elif steps[in_flight].op.kind == "reopen":
-        candidates = [("undone", model)]
-    else:
-        candidates = model.outcomes(steps[in_flight].op, actor)
-    return [(label, m.after_crash(reboot=reboot)) for label, m in candidates]
-
-
-def _replay_step(model: Model, step: Step, ack: dict, actor: str, problems: list[str]) -> None:
-    from eventstore.errors import LayerStoreError
-
-    if step.op.kind == "reopen":
-        return
-    try:
-        want, want_error = normalize(step.op.kind, model.run(step.op, actor)), None
-    except LayerStoreError as exc:
-        want, want_error = None, type(exc).__name__
-    got, got_error = ack.get("result"), ack.get("error")
-    if (got_error or None) != want_error or (not want_error and got != want):
-        problems.append(f"step {step.index} ({step.line}): the store gave "
-                        f"{got_error or repr(got)} ({ack.get('message') or 'ok'}), the model {want_error or repr(want)}")
-
-
-def _dump_tables(store) -> dict:
-    return {t: store.index.conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-            for t in ("layers", "names", "history")}
-
-
-@contextmanager
-def _traced(trace: Path | None, boot: str) -> Iterator[None]:
-    """Failpoints passed in this process go to ``trace``; the boot id is ``boot``."""
-    from eventstore import faults
-
-    saved_boot = os.environ.get("LAYERSTORE_BOOT_ID")
-    if boot:
-        os.environ["LAYERSTORE_BOOT_ID"] = boot
-    saved_fd = faults._trace_fd
-    if trace is not None:
-        faults._trace_fd = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        yield
-    finally:
-        if trace is not None:
-            os.close(faults._trace_fd)  # type: ignore[arg-type]
-        faults._trace_fd = saved_fd
-        if saved_boot is None:
-            os.environ.pop("LAYERSTORE_BOOT_ID", None)
-        else:
-            os.environ["LAYERSTORE_BOOT_ID"] = saved_boot
-
-
-def check_recovered(config: Config, root: Path, candidates: list[tuple[str, Model]], acked_lsn: int,
-                    boot: str = "", trace: Path | None = None) -> tuple[str, list[str], list[str]]:
-    """Recover the store at ``root`` (its failpoints traced to ``trace``), open it twice
-    more and check it (see the module docstring); (the outcome matched, problems, notes)."""
-    from eventstore.store import LayerStore
-
-    def open_store():
-        return LayerStore.open(root, config.driver, segment_size=config.segment_size)
-
-    notes: list[str] = []
-    with _traced(trace, boot):
-        try:
-            open_store().close()
-        except Exception as exc:  # the store must open after any crash
-            return "violation", [f"recovery failed: {type(exc).__name__}: {exc}"], notes
-    with _traced(None, boot):
-        try:
-            return _check_reopened(config, root, open_store, candidates, acked_lsn, notes)
-        except Exception as exc:
-            return "violation", [f"a second open failed: {type(exc).__name__}: {exc}"], notes
-
-
-def _check_reopened(config: Config, root: Path, open_store, candidates, acked_lsn: int, notes: list[str]):
-    from eventstore.log import EventLog
-    from replay.verify import check
-    from replay.workload import archive_available
-
-    problems: list[str] = []
-    with EventLog.open(root, writer=False, create=False) as log:
-        lsn_recovered = log.last_lsn
-    store = open_store()
-    try:
-        if store.log.last_lsn != lsn_recovered:
-            problems.append(f"a second open changed the log: last LSN {lsn_recovered} -> {store.log.last_lsn}")
-        if store.log.last_lsn < acked_lsn:
-            problems.append(f"acknowledged events lost: the log ends at LSN {store.log.last_lsn}, "
-                            f"LSN {acked_lsn} was acknowledged")
-        problems += check(store, content=config.content and archive_available())
-        label = _check_state(store, candidates, problems)
-        _check_driver(store, root, problems, notes)
-        tables, lsn = _dump_tables(store), store.log.last_lsn
-    finally:
-        store.close()
-    store = open_store()
-    try:
-        if store.log.last_lsn != lsn or _dump_tables(store) != tables:
-            problems.append("a third open changed the store (recovery is not idempotent)")
-    finally:
-        store.close()
-    return ("violation" if problems else label), problems, notes
-
-
-def _check_state(store, candidates: list[tuple[str, Model]], problems: list[str]) -> str:
-    for rec in store.layers():
-        if rec.quarantined:
-            problems.append(f"layer {rec.id[:12]}: quarantined by recovery ({rec.quarantined})")
-        elif rec.incomplete:
-            problems.append(f"layer {rec.id[:12]}: incomplete after recovery")
-    observed = observe_store(store)
-    for label, model in candidates:
-        if model.observe() == observed:
-            return label
-    closest = candidates[-1][1].observe()
-    labels = "/".join(label for label, _ in candidates)
-    problems.append(f"the store matches no acceptable outcome ({labels}): "
-                    f"{describe_difference(closest, observed)}")
-    return "violation"
-
-
-def _check_driver(store, root: Path, problems: list[str], notes: list[str]) -> None:
-    layers = {rec.id: rec for rec in store.layers()}
-    for orphan in sorted(store.driver.layers() - set(layers)):
-        problems.append(f"orphan driver data: {orphan[:12]} (no layer)")
-    tarsplit_dir = root / "tarsplit"
-    if tarsplit_dir.is_dir():
-        for path in sorted(tarsplit_dir.iterdir()):
-            owner = layers.get(path.name.split(".", 1)[0])
-            if owner is None or not owner.has_tarsplit:
-                problems.append(f"orphan tar-split: {path.name}")
-    from replay.powerloss import mount_points
-
-    mounted = mount_points(root)
-    for rec in layers.values():
-        if rec.mount_count and not store.driver.is_mounted(rec.id):
-            problems.append(f"layer {rec.id[:12]}: mount count {rec.mount_count}, not mounted in the kernel")
-        elif not rec.mount_count and os.path.realpath(store.driver.mount_path(rec.id)) in mounted:
-            notes.append(f"layer {rec.id[:12]}: mounted in the kernel with mount count 0 (leaked mount)")
-
-
 # --- one crash point -------------------------------------------------------------------------------
 
 def _cleanup(root: Path) -> None:
-    from replay.powerloss import detach_mounts
+    from eventstore.mounts import detach_all
 
     if root.exists():
-        detach_mounts(str(root))
+        detach_all(str(root))
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -377,7 +224,7 @@ def _crash_workload(config: Config, plan: Plan, position: int, workdir: Path) ->
     spec = _crash_spec(plan.sequence, position)
     mode = config.mode_at(position) if config.power_loss else ""
     done = _run_child(config, "run", root, workdir / "acks", workdir / "trace", script=plan.script,
-                      crash_at=spec, mode=mode, power_seed=config.seed * 1_000_003 + position,
+                      crash_at=spec, mode=mode, power_seed=power_seed(config.seed, position),
                       boot=_boot(config, "a"), fault=config.fault)
     acked, in_flight = read_acks(workdir / "acks")
     step = "open" if in_flight == OPEN_STEP else (
@@ -386,7 +233,7 @@ def _crash_workload(config: Config, plan: Plan, position: int, workdir: Path) ->
                          mode=mode or ("" if config.fault == "crash" else config.fault))
     # an injected I/O error: the run stops at the failed operation (exit 3), or the store
     # absorbed the error and the run went on (exit 0: every result was still the model's)
-    expected_exit = (137,) if config.fault == "crash" else (3, 0)
+    expected_exit = (CRASH_EXIT_CODE,) if config.fault == "crash" else (3, 0)
     if done.returncode == 0 and config.fault == "crash":
         result.outcome = "not-reached"
         result.notes.append("the failpoint was not reached: the workload is not deterministic")
@@ -413,7 +260,8 @@ def run_point(config: Config, plan: Plan, position: int, recovery_positions: lis
     result, root = _crash_workload(config, plan, position, workdir)
     if not result.outcome:
         candidates, acked_lsn = _expectations(config, plan, workdir, result.problems)
-        outcome, problems, notes = check_recovered(config, root, candidates, acked_lsn, _boot(config, "b"),
+        outcome, problems, notes = check_recovered(_reopener(config, root), root, candidates, acked_lsn,
+                                                   content=config.content, boot=_boot(config, "b"),
                                                    trace=workdir / "recovery-trace")
         result.outcome = "violation" if result.problems else outcome
         result.problems += problems
@@ -452,7 +300,7 @@ def _run_nested(config: Config, plan: Plan, position: int, recovery_sequence: li
     workdir = config.base / f"point-{position}-{j}"
     first, root = _crash_workload(config, plan, position, workdir)
     spec = _crash_spec(recovery_sequence, j)
-    mode = config.mode_at(position * 7919 + j + 1) if config.power_loss else ""
+    mode = config.mode_at(recovery_point(position, j) + 1) if config.power_loss else ""
     result = PointResult(f"{position}/{j}", spec.partition("@")[0], int(spec.partition("@")[2]),
                          f"recovery after {first.failpoint}", "", mode=mode)
     if first.outcome:
@@ -460,18 +308,19 @@ def _run_nested(config: Config, plan: Plan, position: int, recovery_sequence: li
         _finish(config, result, workdir)
         return result
     crashed = _run_child(config, "open", root, workdir / "recovery-acks", workdir / "recovery-trace",
-                         crash_at=spec, mode=mode, power_seed=config.seed * 1_000_003 + position * 7919 + j,
+                         crash_at=spec, mode=mode, power_seed=power_seed(config.seed, recovery_point(position, j)),
                          boot=_boot(config, "b"))
     if crashed.returncode == 0:
         result.outcome = "not-reached"
         result.notes.append("the recovery failpoint was not reached: recovery is not deterministic")
-    elif crashed.returncode != 137:
+    elif crashed.returncode != CRASH_EXIT_CODE:
         result.outcome = "violation"
         result.problems.append(f"recovery failed instead of crashing (exit {crashed.returncode}): "
                                f"{_last_line(crashed.stderr)}")
     else:
         candidates, acked_lsn = _expectations(config, plan, workdir, result.problems)
-        outcome, problems, notes = check_recovered(config, root, candidates, acked_lsn, _boot(config, "c"))
+        outcome, problems, notes = check_recovered(_reopener(config, root), root, candidates, acked_lsn,
+                                                   content=config.content, boot=_boot(config, "c"))
         result.outcome = "violation" if result.problems else outcome
         result.problems += problems
         result.notes += notes
@@ -508,7 +357,8 @@ def learn(config: Config) -> Plan:
     problems: list[str] = []
     acked, _ = read_acks(workdir / "acks")
     candidates = expected_outcomes(steps, acked, None, False, problems)
-    _, check_problems, _ = check_recovered(config, root, candidates, 0, boot)
+    _, check_problems, _ = check_recovered(_reopener(config, root), root, candidates, 0,
+                                           content=config.content, boot=boot)
     _cleanup(root)
     shutil.rmtree(workdir, ignore_errors=True)
     if problems or check_problems:
@@ -554,72 +404,6 @@ def _tasks(config: Config, plan: Plan) -> list[tuple[int, list[int] | None]]:
 def _run_task(args) -> PointResult:
     config, plan, position, nested = args
     return run_point(config, plan, position, nested)
-
-
-def flatten(results: list[PointResult]) -> list[PointResult]:
-    return [r for top in results for r in (top, *top.nested)]
-
-
-OUTCOMES = ("undone", "done", "partial", "not-reached", "violation")
-MAX_REPORTED = 20  # violations printed in full
-
-
-def report(config: Config, results: list[PointResult], out, seconds: float) -> None:
-    table: dict[str, Counter] = defaultdict(Counter)
-    recovery_table: dict[str, Counter] = defaultdict(Counter)
-    for top in results:
-        table[top.failpoint][top.outcome] += 1
-        for nested in top.nested:
-            recovery_table[nested.failpoint][nested.outcome] += 1
-    _print_table("crash point", table, out)
-    if recovery_table:
-        print(file=out)
-        _print_table("crash during recovery", recovery_table, out)
-    everything = flatten(results)
-    violations = [r for r in everything if r.outcome == "violation"]
-    notes = Counter(note.split(": ", 1)[-1] if "leaked mount" in note else note
-                    for r in everything for note in r.notes)
-    for note, count in sorted(notes.items()):
-        print(f"note: {note} ({count}x)", file=out)
-    for r in violations[:MAX_REPORTED]:
-        print(f"\nVIOLATION at position {r.position} ({r.failpoint} pass {r.passes}"
-              f"{', ' + r.mode if r.mode else ''}; in flight: {r.step}):", file=out)
-        for problem in r.problems:
-            print(f"  {problem}", file=out)
-        print(f"  reproduce: {reproduce_command(config, r.position)}", file=out)
-    if len(violations) > MAX_REPORTED:
-        print(f"\n... and {len(violations) - MAX_REPORTED} more violations at positions "
-              f"{', '.join(r.position for r in violations[MAX_REPORTED:])}", file=out)
-    print(f"({seconds:.0f} s)", file=out)
-    print(f"{len(everything)} crash points, {len(violations)} violations", file=out)
-
-
-def _print_table(title: str, table: dict[str, Counter], out) -> None:
-    width = max([len(title), *map(len, table)]) + 2
-    print(f"{title:<{width}}{'points':>8}" + "".join(f"{o:>13}" for o in OUTCOMES), file=out)
-    total: Counter = Counter()
-    for name in sorted(table):
-        counts = table[name]
-        total.update(counts)
-        print(f"{name:<{width}}{sum(counts.values()):>8}" + "".join(f"{counts[o]:>13}" for o in OUTCOMES), file=out)
-    print(f"{'total':<{width}}{sum(total.values()):>8}" + "".join(f"{total[o]:>13}" for o in OUTCOMES), file=out)
-
-
-def reproduce_command(config: Config, position: str) -> str:
-    parts = ["python -m replay.crash", "--driver", config.driver, "--seed", str(config.seed), "--only", position]
-    for spec in config.driver_modules:
-        parts += ["--driver-module", spec]
-    if config.power_loss:
-        parts += ["--power-loss", "--power-mode", config.power_mode]
-    if config.fault != "crash":
-        parts += ["--fault", config.fault]
-    if config.workload_name != "built-in":
-        parts += ["--workload", config.workload_name]
-    if config.segment_size != DEFAULT_SEGMENT_SIZE:
-        parts += ["--segment-size", str(config.segment_size)]
-    if config.checkpoint_interval != DEFAULT_CHECKPOINT_INTERVAL:
-        parts += ["--checkpoint-interval", str(config.checkpoint_interval)]
-    return " ".join(parts) + " --keep"
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ the last sync for one that is recreated.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import shutil
@@ -48,12 +47,12 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from eventstore import faults
+from eventstore.mounts import detach_all
 
 SECTOR = 512
 VOLATILE = ("index.db", "index.db-wal", "index.db-shm")
 MODES = ("drop", "random", "torn")
 CRASH_EXIT_CODE = faults.CRASH_EXIT_CODE
-MNT_DETACH = 2
 
 # the real functions, before anything is interposed (helpers here use only these)
 _real = SimpleNamespace(
@@ -123,14 +122,6 @@ class Tracker:
         self.rng = random.Random(self.seed)
 
     # --- where things are ------------------------------------------------------------------
-
-    def _absolute(self, path, dir_fd: int | None) -> str:
-        path = os.fsdecode(path)
-        if dir_fd is not None and not os.path.isabs(path):
-            path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
-        path = os.path.abspath(path)
-        head, tail = os.path.split(path)
-        return os.path.join(os.path.realpath(head), tail)
 
     def _relative(self, path: str) -> str | None:
         """``path`` relative to the root ("" for the root), None outside it or volatile."""
@@ -254,7 +245,7 @@ class Tracker:
     def crash(self) -> None:
         """Lose power: drop the mounts, rewrite the root to its durable image, exit."""
         uninstall()
-        detach_mounts(self.root)
+        detach_all(self.root)
         for name in VOLATILE:
             try:
                 os.unlink(os.path.join(self.root, name))
@@ -402,31 +393,6 @@ def _set_meta(path: str, meta: Meta) -> None:
         except OSError:
             pass
     os.utime(path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)
-
-
-def mount_points(root: str | os.PathLike) -> set[str]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone)."""
-    prefix = os.path.realpath(root)
-    found = set()
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            raw = line.split(b" ")[4]
-            point = os.fsdecode(raw.replace(b"\\040", b" ").replace(b"\\011", b"\t")
-                                .replace(b"\\012", b"\n").replace(b"\\134", b"\\"))
-            if point == prefix or point.startswith(prefix + "/"):
-                found.add(point)
-    return found
-
-
-def detach_mounts(root: str | os.PathLike) -> None:
-    """Detach every mount at or below ``root``, deepest first (a reboot drops them all)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(16):
-        points = mount_points(root)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            libc.umount2(os.fsencode(point), MNT_DETACH)
 
 
 # --- interposition ----------------------------------------------------------------------------

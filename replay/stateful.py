@@ -38,6 +38,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from eventstore import errors
+from eventstore.faults import CRASH_EXIT_CODE
+from replay.invariants import check_acknowledged, crash_outcomes
 from replay.model import Model, Op, describe_difference, observe_store
 from replay.workload import (FIXTURES, WRONG_DIGEST, archive_available, content_of, load_driver_modules,
                              normalize, read_acks)
@@ -68,19 +70,19 @@ class StoreMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        from eventstore.store import LayerStore
+        from eventstore.opener import open_store
 
         load_driver_modules(self.driver, self.driver_modules)
         self.generated = 0
 
-        def open_store():
-            store = LayerStore.open(self.root, self.driver)
+        def reopen():
+            store = open_store(self.root, self.driver)
             # the ids the store picks, made repeatable: hypothesis replays an example
             # draw for draw, and a random id (a new prefix) would change what follows
             store._new_id = self._next_generated_id
             return store
 
-        self._open_store = open_store
+        self._open_store = reopen
         self.workdir = Path(tempfile.mkdtemp(prefix="layerstore-stateful-", dir=self.scratch))
         self.root = self.workdir / "root"
         self.saved_boot = os.environ.get("LAYERSTORE_BOOT_ID")
@@ -98,12 +100,12 @@ class StoreMachine(RuleBasedStateMachine):
                 return layer_id
 
     def teardown(self) -> None:
-        from replay.powerloss import detach_mounts
+        from eventstore.mounts import detach_all
 
         try:
             self.store.close()
         finally:
-            detach_mounts(str(self.workdir))
+            detach_all(str(self.workdir))
             shutil.rmtree(self.workdir, ignore_errors=True)
             if self.saved_boot is None:
                 os.environ.pop("LAYERSTORE_BOOT_ID", None)
@@ -310,20 +312,13 @@ class StoreMachine(RuleBasedStateMachine):
             self.boots += 1
             os.environ["LAYERSTORE_BOOT_ID"] = f"stateful-boot-{self.boots}"
         self.store = self._open_store()
+        in_flight_op = None
         if 0 in acked:
-            ack = acked[0]
-            try:
-                want, want_error = normalize(op.kind, self.model.run(op, "pid:child")), None
-            except errors.LayerStoreError as exc:
-                want, want_error = None, type(exc).__name__
-            assert (ack.get("error"), ack.get("result")) == (want_error, want), \
-                f"{line}: the child got {ack.get('error') or ack.get('result')!r}, the model {want_error or want!r}"
-            candidates = [("done", self.model)]
+            problem = check_acknowledged(self.model, op, acked[0], "pid:child")
+            assert problem is None, f"{line}: {problem}"
         elif in_flight == 0:
-            candidates = self.model.outcomes(op, "pid:child")
-        else:  # died while opening the store
-            candidates = [("undone", self.model)]
-        candidates = [(label, m.after_crash(alive=["pid:me"], reboot=reboot)) for label, m in candidates]
+            in_flight_op = op
+        candidates = crash_outcomes(self.model, in_flight_op, "pid:child", reboot=reboot, alive=("pid:me",))
         observed = observe_store(self.store)
         for _, model in candidates:
             if model.observe() == observed:
@@ -357,9 +352,10 @@ class StoreMachine(RuleBasedStateMachine):
         if power_loss:
             argv += ["--power-loss", power_loss, "--power-seed", str(seed)]
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode in (0, 137), f"{line!r} failed in the child (exit {done.returncode}):\n{done.stderr}"
+        assert done.returncode in (0, CRASH_EXIT_CODE), \
+            f"{line!r} failed in the child (exit {done.returncode}):\n{done.stderr}"
         acked, in_flight = read_acks(acks)
-        return done.returncode == 137, acked, in_flight
+        return done.returncode == CRASH_EXIT_CODE, acked, in_flight
 
     # --- invariants ------------------------------------------------------------------------------------
 

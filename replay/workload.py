@@ -372,10 +372,10 @@ def load_driver_modules(driver: str, specs: list[str]) -> None:
     from eventstore import drivers
 
     for spec in specs:
-        if ":" in spec:
-            drivers.register(driver, spec)
-        else:
-            importlib.import_module(spec)
+        module, _, attr = spec.partition(":")
+        loaded = importlib.import_module(module)  # now: its failpoints are declared before any is armed
+        if attr:
+            drivers.register(driver, getattr(loaded, attr))
 
 
 def arm_crash(spec: str, crash=None) -> None:
@@ -400,9 +400,9 @@ def arm_crash(spec: str, crash=None) -> None:
 
 
 def _open(args):
-    from eventstore.store import LayerStore
+    from eventstore.opener import open_store
 
-    store = LayerStore.open(args.root, args.driver, segment_size=args.segment_size)
+    store = open_store(args.root, args.driver, segment_size=args.segment_size)
     if args.checkpoint_interval:
         store.checkpoint_interval = args.checkpoint_interval
     return store

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import InvalidArgument
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.audit import deleted_layers, lsn_at_time, parse_time, state_at
 from tests.recovery.support import as_data, cli_ok, fold_until, run_cli, workload
 
@@ -39,7 +39,7 @@ def exact(ns: int) -> str:
 
 @pytest.mark.parametrize("interval", [10_000, 3], ids=["no-checkpoints", "checkpoint-every-3"])
 def test_state_at_every_lsn_is_the_fold_stopped_there(root: Path, interval: int):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         store.checkpoint_interval = interval
         workload(store)
         workload(store)
@@ -49,7 +49,7 @@ def test_state_at_every_lsn_is_the_fold_stopped_there(root: Path, interval: int)
 
 
 def test_state_at_outside_the_log_is_refused(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store)
         for lsn in (-1, store.log.last_lsn + 1):
             with pytest.raises(InvalidArgument):
@@ -58,7 +58,7 @@ def test_state_at_outside_the_log_is_refused(root: Path):
 
 
 def test_deleted_layers_are_seen_before_their_delete_and_listed_after(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         ids = workload(store)
         doomed = ids["doomed"]
         deleted_at = next(lsn for lsn, e in events(store) if e.type_name == "layer-deleted" and e.layer == doomed)
@@ -82,7 +82,7 @@ def test_deleted_layers_are_seen_before_their_delete_and_listed_after(root: Path
 
 
 def test_state_at_a_time_picks_the_last_event_at_or_before_it(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store, pause=0.002)
         timeline = [(lsn, e.time) for lsn, e in events(store)]
         picked = {}
@@ -101,7 +101,7 @@ def test_state_at_a_time_picks_the_last_event_at_or_before_it(root: Path):
 
 
 def test_state_at_an_iso_time_from_history(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store, pause=0.002)
         expected = {lsn: set(state_at(store, lsn).layers) for lsn in range(store.log.last_lsn + 1)}
     for entry in history_json(root)[::5]:
@@ -126,7 +126,7 @@ def test_parse_time_is_exact_and_understands_zones():
 
 
 def test_history_json_is_every_event_with_who_what_when(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         ids = workload(store)
         logged = events(store)
     cli_ok(root, "hold", "--lease", "from-the-cli", ids["base"])
@@ -144,7 +144,7 @@ def test_history_json_is_every_event_with_who_what_when(root: Path):
 
 
 def test_history_filters_by_layer_time_and_type(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         ids = workload(store, pause=0.002)
         logged = events(store)
     times = {lsn: e.time for lsn, e in logged}
@@ -169,7 +169,7 @@ def test_history_filters_by_layer_time_and_type(root: Path):
 
 
 def test_history_of_a_deleted_layer_by_id_or_prefix(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         doomed = workload(store)["doomed"]
         assert not store.exists(doomed)
     full = history_json(root, doomed)

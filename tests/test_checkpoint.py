@@ -13,6 +13,7 @@ import pytest
 
 from eventstore import checkpoint
 from eventstore.log.format import crc32c
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from replay.audit import state_at
 from replay.verify import check
@@ -47,7 +48,7 @@ def assert_checkpoint_is_the_fold(store, ckpt: checkpoint.Checkpoint) -> None:
 
 
 def test_a_checkpoint_is_taken_every_interval_events(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         store.checkpoint_interval = 5
         taken = set()
         for _ in range(4):
@@ -64,19 +65,19 @@ def test_a_checkpoint_is_taken_every_interval_events(root: Path):
 
 
 def test_no_checkpoint_before_the_interval(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store)
         assert store.log.last_lsn < store.checkpoint_interval
     assert files(root) == []
 
 
 def test_checkpoint_command_writes_the_state_now(root: Path):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store)
         last = store.log.last_lsn
     path = Path(cli_ok(root, "checkpoint").strip())
     assert path.parent == root / "checkpoints"
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         ckpt = checkpoint.read(path, store.log.store_uuid)
         assert isinstance(ckpt, checkpoint.Checkpoint) and ckpt.lsn == last
         assert_checkpoint_is_the_fold(store, ckpt)
@@ -86,7 +87,7 @@ def test_checkpoint_command_writes_the_state_now(root: Path):
 
 
 def two_checkpoints(root: Path) -> list[str]:
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         store.create()
         store.checkpoint()
         store.create()
@@ -108,7 +109,7 @@ def test_a_checkpoint_killed_after_its_rename_is_whole_and_the_next_prunes(root:
     assert result.returncode == CRASH_EXIT_CODE
     now = files(root)
     assert len(now) == len(before) + 1 and now[:-1] == before  # the old ones not yet pruned
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         newest = checkpoint.newest(root, store.log.store_uuid)
         assert newest.path.endswith(now[-1]) and newest.lsn == store.log.last_lsn
         store.create()
@@ -118,8 +119,8 @@ def test_a_checkpoint_killed_after_its_rename_is_whole_and_the_next_prunes(root:
 
 KILLED_BEFORE_THE_RENAME = """
 import os, sys
-from eventstore.store import LayerStore
-store = LayerStore.open(sys.argv[1])
+from eventstore import open_store
+store = open_store(sys.argv[1])
 store.create()
 os.rename = lambda *args: os._exit(137)  # the temp file is written and fsync'd: die here
 store.checkpoint()
@@ -131,7 +132,7 @@ def test_a_temp_file_left_by_a_crash_before_the_rename_is_ignored_then_removed(r
     assert run_python(KILLED_BEFORE_THE_RENAME, str(root)).returncode == CRASH_EXIT_CODE
     leftovers = [name for name in files(root) if name not in before]
     assert len(leftovers) == 1 and ".tmp-" in leftovers[0]
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         assert as_data(checkpoint.load_state(root, store.log)) == as_data(fold_until(store, store.log.last_lsn))
         store.checkpoint()
     assert not [name for name in files(root) if ".tmp-" in name]
@@ -188,7 +189,7 @@ DAMAGE = [flip_body_byte, flip_magic, flip_checksum, truncate_half, truncate_to_
 
 
 def store_with_checkpoints(root: Path, interval: int) -> None:
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         store.checkpoint_interval = interval
         workload(store)
         workload(store)
@@ -203,7 +204,7 @@ def test_a_damaged_checkpoint_is_skipped_and_the_state_is_the_full_fold(tmp_path
     assert newest_path.name == other_path.name  # same workload, same LSNs
     damage(newest_path, other_path)
 
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         skipped: list[str] = []
         state = checkpoint.load_state(root, store.log, skipped)
         assert as_data(state) == as_data(fold_until(store, store.log.last_lsn))
@@ -216,17 +217,17 @@ def test_a_damaged_checkpoint_is_skipped_and_the_state_is_the_full_fold(tmp_path
 
 def test_a_checkpoint_beyond_the_end_of_the_log_is_skipped(tmp_path: Path, root: Path):
     """A log restored from a backup, with the checkpoints of its later life still there."""
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         workload(store)
     shutil.copytree(root / "log", tmp_path / "log-backup")
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         workload(store)
         store.checkpoint()
     shutil.rmtree(root / "log")
     shutil.copytree(tmp_path / "log-backup", root / "log")
     os.unlink(root / "index.db")
 
-    with LayerStore.open(root, recover=False) as store:
+    with LayerStore.open(root) as store:
         skipped: list[str] = []
         state = checkpoint.load_state(root, store.log, skipped)
         assert as_data(state) == as_data(fold_until(store, store.log.last_lsn))

@@ -16,6 +16,7 @@ from eventstore import events as ev
 from eventstore.events import Holder
 from eventstore.index import Index
 from eventstore.log import EventLog
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 
 from tests.store.support import (assert_read_models_equal_fold, dump_index_file, dump_tables, fold_log,
@@ -30,8 +31,8 @@ def _no_mount_outlives_the_test(tmp_path: Path):
     unmount_everything_under(tmp_path)
 
 
-def open_store(root: Path) -> LayerStore:
-    return LayerStore.open(root, "vfs")
+def open_vfs(root: Path) -> LayerStore:
+    return open_store(root, "vfs")
 
 
 def workload(store: LayerStore, rounds: int = 3) -> None:
@@ -64,13 +65,13 @@ def root(tmp_path: Path, monkeypatch) -> Path:
     """A store after ``workload`` and a recovery (a "reboot" resets the mounts and
     releases the holds of processes from before it)."""
     root = tmp_path / "store"
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         workload(store)
         first = store.layers()[0].id
         store.hold(first, holder=Holder(pid=os.getpid(), start=1, boot="an-earlier-boot"))
         store.mount(first)
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "a-later-boot")
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         types = {row[3] for row in store.index.history()}
         assert {"recovery-started", "mounts-reconciled", "recovery-finished"} <= types
     return root
@@ -85,7 +86,7 @@ def full_projection(root: Path, scratch: Path) -> dict:
     copy = scratch / "fresh-projection"
     shutil.copytree(root, copy, symlinks=True)
     Index.remove(index_path(copy))
-    with open_store(copy):
+    with open_vfs(copy):
         pass
     return dump_index_file(index_path(copy))
 
@@ -93,13 +94,13 @@ def full_projection(root: Path, scratch: Path) -> dict:
 # --- the projection is the fold ---------------------------------------------------------------
 
 def test_the_projection_equals_the_fold_of_the_log(root: Path):
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert_read_models_equal_fold(store.index, fold_log(root))
         assert len(store.layers()) > 3
 
 
 def test_the_projection_equals_the_fold_after_every_operation(tmp_path: Path):
-    with open_store(tmp_path / "store") as store:
+    with open_vfs(tmp_path / "store") as store:
         operations = [
             lambda: store.create("a" * 64, names=["a"]),
             lambda: store.create("b" * 64, parent="a", names=["b"]),
@@ -119,7 +120,7 @@ def test_the_projection_equals_the_fold_after_every_operation(tmp_path: Path):
 def test_history_has_one_row_per_event(root: Path):
     with EventLog.open(root, writer=False, create=False) as log:
         events = list(log.events())
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         rows = list(store.index.history())
     assert [r[0] for r in rows] == [lsn for lsn, _ in events] == list(range(1, len(events) + 1))
     for (lsn, event), row in zip(events, rows):
@@ -140,7 +141,7 @@ def test_digest_queries_find_complete_layers_in_creation_order(tmp_path: Path):
         for layer_id, diff_digest in zip(ids[:3], [diff, other, diff]):  # the fourth stays incomplete
             log.append(ev.stamp(ev.LayerCompleted(layer=layer_id, diff_digest=diff_digest,
                                                   compressed_digest=packed if layer_id == ids[2] else "")))
-    with LayerStore.open(root, "vfs", recover=False) as store:
+    with LayerStore.open(root, "vfs") as store:
         assert store.by_diff_digest(diff) == [ids[0], ids[2]]
         assert store.by_diff_digest(other) == [ids[1]]
         assert store.by_compressed_digest(packed) == [ids[2]]
@@ -155,7 +156,7 @@ def test_dropping_the_index_rebuilds_it_identically(root: Path):
     before = dump_index_file(index_path(root))
     lsn = last_lsn_on_disk(root)
     Index.remove(index_path(root))
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert dump_tables(store.index.conn) == before
         assert_read_models_equal_fold(store.index, fold_log(root))
     assert last_lsn_on_disk(root) == lsn
@@ -171,14 +172,14 @@ def test_rebuild_keeps_the_table_order_whatever_the_hash_seed(root: Path, tmp_pa
         shutil.copytree(root, copy, symlinks=True)
         Index.remove(index_path(copy))
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
-        code = f"from eventstore.store import LayerStore; LayerStore.open({str(copy)!r}, 'vfs').close()"
+        code = f"from eventstore import open_store; open_store({str(copy)!r}, 'vfs').close()"
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
         dumps.append(dump_index_file(index_path(copy)))
     assert dumps[0] == dumps[1] == incremental
 
 
 def test_rebuild_index_in_place_is_identical(root: Path):
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         before = dump_tables(store.index.conn)
         store.rebuild_index()
         assert dump_tables(store.index.conn) == before
@@ -198,7 +199,7 @@ def test_an_index_stopped_part_way_resumes_to_the_same_result(root: Path, tmp_pa
     partial.apply(records[cut // 2: cut], uuid)
     assert partial.position() == (records[cut - 1].end if cut else None)
     partial.close()
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert dump_tables(store.index.conn) == expected
         assert_read_models_equal_fold(store.index, fold_log(root))
 
@@ -221,13 +222,13 @@ def test_records_applied_twice_are_applied_once(root: Path, tmp_path: Path):
 def test_an_index_ahead_of_the_log_is_rebuilt(root: Path, tmp_path: Path):
     saved_log = tmp_path / "saved-log"
     shutil.copytree(root / "log", saved_log)
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         late = store.create(names=["from-the-future"])
         store.hold(late, lease="future")
     # the log goes back in time (a restored backup); the index stays ahead
     shutil.rmtree(root / "log")
     shutil.copytree(saved_log, root / "log")
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert not store.exists("from-the-future")
         assert_read_models_equal_fold(store.index, fold_log(root))
         assert [r[0] for r in store.index.history()] == list(range(1, last_lsn_on_disk(root) + 1))
@@ -238,7 +239,7 @@ def test_an_index_from_another_store_is_rebuilt(root: Path, tmp_path: Path, othe
     """Another store's index.db copied over ours: its position points anywhere in our
     log (between records, inside one, past the end); ours must open, unharmed."""
     other = tmp_path / "other"
-    with open_store(other) as store:
+    with open_vfs(other) as store:
         workload(store, rounds=other_rounds)
         store.create(names=["only-in-the-other-store"])
     expected = full_projection(root, tmp_path)
@@ -246,7 +247,7 @@ def test_an_index_from_another_store_is_rebuilt(root: Path, tmp_path: Path, othe
     log_files = sorted(os.listdir(root / "log"))
     Index.remove(index_path(root))
     shutil.copy(index_path(other), index_path(root))
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert not store.exists("only-in-the-other-store")
         assert dump_tables(store.index.conn) == expected
         assert store.index.store_uuid == str(store.log.store_uuid)
@@ -262,11 +263,11 @@ def test_an_index_of_another_store_at_the_same_offset_is_rebuilt(tmp_path: Path)
     record boundary of ours, so only the store uuid tells them apart."""
     first, second = tmp_path / "first", tmp_path / "second"
     for root in (first, second):
-        with open_store(root) as store:
+        with open_vfs(root) as store:
             store.create(names=[root.name[:5]])  # "first" and "secon": same length
     Index.remove(index_path(first))
     shutil.copy(index_path(second), index_path(first))
-    with open_store(first) as store:
+    with open_vfs(first) as store:
         assert store.exists("first") and not store.exists("secon")
         assert_read_models_equal_fold(store.index, fold_log(first))
 
@@ -276,13 +277,13 @@ def test_an_index_of_another_store_pointing_into_our_last_record_cuts_nothing(tm
     just what a torn tail looks like. Our acknowledged record must stay."""
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for root, lease in ((ours, "L" * 250), (theirs, "s")):
-        with open_store(root) as store:
+        with open_vfs(root) as store:
             store.create("a" * 64)  # same record sizes in both logs up to here
             store.hold("a" * 64, lease=lease)
     lsn = last_lsn_on_disk(ours)
     Index.remove(index_path(ours))
     shutil.copy(index_path(theirs), index_path(ours))
-    with open_store(ours) as store:
+    with open_vfs(ours) as store:
         assert store.lookup("a" * 64).holds == [Holder(lease="L" * 250)]
     assert last_lsn_on_disk(ours) == lsn
     assert sorted(os.listdir(ours / "log")) == sorted(os.listdir(theirs / "log"))
@@ -295,7 +296,7 @@ def test_a_damaged_index_file_is_rebuilt(root: Path, tmp_path: Path, damage: str
     data = path.read_bytes()
     Index.remove(path)
     path.write_bytes({"garbage": b"not a database" * 512, "empty": b"", "truncated": data[:1536]}[damage])
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         assert dump_tables(store.index.conn) == expected
 
 
@@ -306,9 +307,9 @@ def test_an_index_ahead_only_because_others_appended_is_kept(tmp_path: Path, mon
     import eventstore.store
 
     root = tmp_path / "store"
-    with open_store(root) as store:
+    with open_vfs(root) as store:
         store.create(names=["a"])
-    other = open_store(root)
+    other = open_vfs(root)
 
     class LogWithARacingAppend(EventLog):
         @classmethod
@@ -319,7 +320,7 @@ def test_an_index_ahead_only_because_others_appended_is_kept(tmp_path: Path, mon
 
     monkeypatch.setattr(eventstore.store, "EventLog", LogWithARacingAppend)
     inode = os.stat(index_path(root)).st_ino
-    store = open_store(root)
+    store = open_vfs(root)
     monkeypatch.undo()
     try:
         assert os.stat(index_path(root)).st_ino == inode

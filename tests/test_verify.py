@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import CorruptStore
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 from tests.recovery.support import archive_or_skip, run_cli, small_tar, workload
 
@@ -26,7 +26,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ids(root: Path) -> dict[str, str]:
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         ids = workload(store)
         store.hold(ids["base"])
     return ids
@@ -117,7 +117,7 @@ def made_from_tar(root: Path, tmp_path: Path) -> str:
     archive_or_skip("import_layer", "export_layer")
     tar = tmp_path / "layer.tar"
     tar.write_bytes(small_tar(FILES))
-    with LayerStore.open(root, "vfs") as store, open(tar, "rb") as content:
+    with open_store(root, "vfs") as store, open(tar, "rb") as content:
         layer_id = store.create(content=content)
         store.create()  # made otherwise: no tar to regenerate
         assert check(store, content=True) == []

@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO))
 
 
 def build_layerstore(root: Path, count: int) -> list[str]:
-    from eventstore.store import LayerStore
+    from eventstore.opener import open_store
 
     ids: list[str] = []
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         for i in range(count):
             parent = ids[-1] if ids and i % 10 else None
             ids.append(store.create(parent=parent))
@@ -147,7 +147,7 @@ def main() -> None:
         rows = []
         for size in args.sizes:
             rows += measure(size, args.rounds, args.peer_build, workdir)
-        print(f"\n| layers | operation | layerstore (ms) | containers-storage (ms) | ratio |")
+        print("\n| layers | operation | layerstore (ms) | containers-storage (ms) | ratio |")
         print("|---:|---|---:|---:|---:|")
         for size, name, ours, peer in rows:
             print(f"| {size} | {name} | {ours:.1f} | {peer:.1f} | {ours / peer:.2f} |")

@@ -27,24 +27,22 @@ def noop(name: str) -> None:
 
 
 def main() -> None:
-    assert not faults._armed, "unset LAYERSTORE_FAILPOINTS to measure the disarmed cost"
+    assert not os.environ.get("LAYERSTORE_FAILPOINTS"), "unset LAYERSTORE_FAILPOINTS to measure the disarmed cost"
     point_ns = per_call_ns(lambda: faults.point("store.create.after-intent"))
     noop_ns = per_call_ns(lambda: noop("store.create.after-intent"))
 
-    from eventstore.store import LayerStore
+    from eventstore.opener import open_store
 
     trace = Path(tempfile.mkdtemp()) / "trace"
-    with tempfile.TemporaryDirectory() as root, LayerStore.open(root, "vfs") as store:
+    with tempfile.TemporaryDirectory() as root, open_store(root, "vfs") as store:
         layer = store.create()
         rounds = 300
         op_s = min(timeit.repeat(lambda: (store.hold(layer, lease="b"), store.release(layer, lease="b")),
                                  number=rounds, repeat=3)) / rounds
         # count the failpoints one hold+release passes
-        faults._trace_fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        store.hold(layer, lease="c")
-        store.release(layer, lease="c")
-        os.close(faults._trace_fd)
-        faults._trace_fd = None
+        with faults.tracing_to(trace):
+            store.hold(layer, lease="c")
+            store.release(layer, lease="c")
     passed = len(trace.read_text().split())
     extra_ns = passed * (point_ns - noop_ns)
     print("| measure | value |\n|---|---|")

@@ -35,7 +35,7 @@ from eventstore import checkpoint  # noqa: E402
 from eventstore.events import Holder, HoldAdded, HoldReleased, LayerCompleted, LayerCreated, stamp  # noqa: E402
 from eventstore.index import Index  # noqa: E402
 from eventstore.log import EventLog  # noqa: E402
-from eventstore.store import LayerStore  # noqa: E402
+from eventstore.opener import open_store  # noqa: E402
 
 BATCH = 5_000  # events per log record while building
 TARGET_OPEN_MS = 200
@@ -103,7 +103,7 @@ def timed(fn, repeat: int = 1) -> float:
 
 
 def open_close(root: Path) -> None:
-    LayerStore.open(root).close()
+    open_store(root).close()
 
 
 def rebuild(root: Path) -> None:
@@ -136,7 +136,7 @@ def measure(root: Path, layers: int, events: int, repeat: int) -> dict[str, floa
         results["decode only (log.records)"] = timed(lambda: decode_only(log))
         results["load_state, no checkpoint"] = timed(lambda: load_state(log, root))
     results["open after losing index.db, no checkpoint"] = timed(lambda: rebuild(root))
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         results["write a checkpoint"] = timed(store.checkpoint)
     with open_log(root) as log:
         results["load_state, checkpoint at the tail"] = timed(lambda: load_state(log, root), repeat)

@@ -13,6 +13,7 @@ import lzma
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import zstandard
@@ -338,3 +339,30 @@ def _zstd(raw: Iterator[bytes]) -> Iterator[bytes]:
         yield out
     if not frames.complete:
         raise StreamError("truncated zstd stream")
+
+
+class _Uncompressed:
+    """``out`` itself as a sink, flushed at the end."""
+
+    def __init__(self, out: BinaryIO):
+        self.write = out.write
+        self.close = out.flush
+
+
+@contextmanager
+def compressing(kind: str, out: BinaryIO) -> Iterator[BinaryIO]:
+    """A writer that compresses what it is given into ``out`` (``none``, ``gzip`` with no
+    timestamp, so the same input gives the same bytes, or ``zstd``). Finished when the
+    block ends; ``out`` stays open."""
+    if kind == "gzip":
+        from isal import igzip
+
+        sink = igzip.IGzipFile(fileobj=out, mode="wb", mtime=0)
+    elif kind == "zstd":
+        sink = zstandard.ZstdCompressor().stream_writer(out, closefd=False)
+    elif kind == "none":
+        sink = _Uncompressed(out)
+    else:
+        raise ValueError(f"unknown compression {kind!r}")
+    yield sink  # type: ignore[misc]
+    sink.close()

@@ -48,6 +48,7 @@ import msgspec
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
 from eventstore.errors import DriverError
+from eventstore.mounts import MNT_DETACH, mount_points, umount
 from eventstore.retry import on_ebusy
 
 MAX_DEPTH = 128
@@ -58,21 +59,13 @@ LINKS_DIR = "l"
 OPTIONS_LIMIT = resource.getpagesize() - 1
 #: mounts stacked on one merged dir that ``unmount`` peels off before giving up
 MAX_STACKED_MOUNTS = 8
-UMOUNT_NOFOLLOW = 8
-MNT_DETACH = 2
 
 _SHORT_NAME_RE = re.compile(rf"^[A-Z0-9]{{{SHORT_NAME_LENGTH}}}$")
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
-faults.declare("driver.overlay.create.half-done", "overlay: directories made, short link not yet")
-faults.declare("driver.overlay.mount", "overlay: about to mount(2)")
-faults.declare("driver.overlay.unmount", "overlay: about to umount2(2)")
-faults.declare("driver.overlay.remove.before-rmtree", "overlay: unmounted and unlinked, dir not deleted")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _c_str = ctypes.c_char_p
 _libc.mount.argtypes = [_c_str, _c_str, _c_str, ctypes.c_ulong, _c_str]
-_libc.umount2.argtypes = [_c_str, ctypes.c_int]
 
 
 class MountPlan(msgspec.Struct, frozen=True):
@@ -89,13 +82,6 @@ def _sys_mount(target: bytes, options: bytes) -> int:
     return ctypes.get_errno()
 
 
-def _sys_umount(target: bytes, flags: int = 0) -> int:
-    """umount2(2) ``target``; 0 or the errno."""
-    if _libc.umount2(target, flags | UMOUNT_NOFOLLOW) == 0:
-        return 0
-    return ctypes.get_errno()
-
-
 def _errno_text(code: int) -> str:
     return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
 
@@ -103,23 +89,6 @@ def _errno_text(code: int) -> str:
 def _escape(path: str) -> str:
     # overlay splits options at "," and lower dirs at ":"; a backslash keeps either literal
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
-    """Every mount point of this process's mount namespace, as ``mountinfo`` lists them.
-
-    The kernel writes space, tab, newline and backslash in a path as ``\\ooo`` octal
-    escapes; they are undone here so the paths compare equal to ``os.path.realpath``.
-    """
-    with open(mountinfo, "rb") as f:
-        lines = f.read().splitlines()
-    found = set()
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 4:
-            raw = _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4])
-            found.add(os.fsdecode(raw))
-    return found
 
 
 class OverlayDriver(Driver):
@@ -310,13 +279,13 @@ class OverlayDriver(Driver):
     def _unmount_once(self, layer_id: str, merged: bytes) -> bool:
         """Unmount the top mount on ``merged``; False when nothing was mounted there."""
 
-        code = _sys_umount(merged)
+        code = umount(merged)
         if code != errno.EBUSY:  # the common case needs no retry machinery
             return self._unmount_result(layer_id, merged, code)
 
         @on_ebusy(self.unmount_timeout)
         def attempt() -> int:
-            code = _sys_umount(merged)
+            code = umount(merged)
             if code == errno.EBUSY:  # someone still has a file or a cwd there: wait a little
                 raise OSError(code, os.strerror(code))
             return code
@@ -445,7 +414,7 @@ def _probe_mount(base: Path) -> str | None:
             visible = (probe / "merged" / "seen").exists()
         finally:
             # detach: the rmtree below must never run through a mount we left behind
-            _sys_umount(merged, MNT_DETACH)
+            umount(merged, MNT_DETACH)
         return None if visible else f"a test overlay mount on {base} did not show its lower dir"
     except OSError as err:
         return f"a test overlay mount on {base} failed: {err.strerror or err}"

@@ -17,9 +17,6 @@ from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
 from eventstore.errors import DriverError
 
-faults.declare("driver.vfs.create.after-copy", "vfs: the layer's directory is made, create not returned")
-faults.declare("driver.vfs.remove.before-rmtree", "vfs: remove is about to delete the layer's directory")
-
 
 class VfsDriver(Driver):
     """A directory per layer, each a full copy of its parent."""

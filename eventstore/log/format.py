@@ -31,6 +31,10 @@ RECORD_TYPES = frozenset({TYPE_EVENTS})
 MAX_PAYLOAD = 64 * 1024 * 1024
 
 
+class FormatError(ValueError):
+    """Bytes that are not a valid segment header or record; the message says why."""
+
+
 class SegmentHeader(NamedTuple):
     format_version: int
     schema_version: int
@@ -77,19 +81,19 @@ def encode_header(header: SegmentHeader) -> bytes:
     return body + struct.pack("<I", crc32c(body))
 
 
-def decode_header(data: bytes) -> SegmentHeader | str:
-    """The header, or a string saying what is wrong with it."""
+def decode_header(data: bytes) -> SegmentHeader:
+    """The header at the start of ``data``; FormatError saying what is wrong with it."""
     if len(data) < HEADER_SIZE:
-        return f"short header ({len(data)} bytes)"
+        raise FormatError(f"short header ({len(data)} bytes)")
     body = data[:HEADER.size]
     (magic, fmt, schema, _reserved, raw_uuid, number, first_lsn, _pad) = HEADER.unpack(body)
     if magic != MAGIC:
-        return "bad magic (not a layerstore log segment)"
+        raise FormatError("bad magic (not a layerstore log segment)")
     (stored_crc,) = struct.unpack_from("<I", data, HEADER.size)
     if stored_crc != crc32c(body):
-        return "header checksum mismatch"
+        raise FormatError("header checksum mismatch")
     if fmt > FORMAT_VERSION:
-        return f"format version {fmt} is newer than this program's {FORMAT_VERSION}"
+        raise FormatError(f"format version {fmt} is newer than this program's {FORMAT_VERSION}")
     return SegmentHeader(fmt, schema, uuidlib.UUID(bytes=raw_uuid), number, first_lsn)
 
 
@@ -103,28 +107,38 @@ def encode_record(payload: bytes, lsn: int, count: int, salt: int, type_: int = 
     return struct.pack("<I", crc) + head[4:] + payload + b"\0" * padding
 
 
+def plausible_record(buf: bytes | memoryview, pos: int, end: int) -> bool:
+    """Cheap header checks only (no CRC): could a record start at ``pos``? Searching
+    for valid records past damage tries every aligned offset; almost all fail here."""
+    if end - pos < RECORD_HEADER_SIZE:
+        return False
+    rec = RecordHeader(*RECORD.unpack_from(buf, pos))
+    return (rec.type in RECORD_TYPES and not rec.reserved and rec.padding < ALIGN and rec.count >= 1
+            and rec.length <= MAX_PAYLOAD and pos + rec.size <= end)
+
+
 def check_record(buf: bytes | memoryview, pos: int, end: int, salt: int,
-                 expected_lsn: int | None) -> RecordHeader | str:
-    """The header of a valid record at ``pos``, or a string saying why it is not one.
+                 expected_lsn: int | None) -> RecordHeader:
+    """The header of the valid record at ``pos``; FormatError saying why there is none.
 
     ``expected_lsn`` None accepts any LSN (used when searching for valid records past
     damage).
     """
     if end - pos < RECORD_HEADER_SIZE:
-        return "partial record header"
+        raise FormatError("partial record header")
     rec = RecordHeader(*RECORD.unpack_from(buf, pos))
     if rec.type not in RECORD_TYPES or rec.reserved or rec.padding >= ALIGN or rec.count < 1:
-        return "malformed record header"
+        raise FormatError("malformed record header")
     if rec.length > MAX_PAYLOAD or pos + rec.size > end:
-        return "record runs past the end of the segment"
+        raise FormatError("record runs past the end of the segment")
     if (RECORD_HEADER_SIZE + rec.length + rec.padding) % ALIGN:
-        return "record misaligned"
+        raise FormatError("record misaligned")
     body_end = pos + RECORD_HEADER_SIZE + rec.length
     crc = crc32c(buf[pos + 4:body_end], salt)
     if crc != rec.crc:
-        return "record checksum mismatch"
+        raise FormatError("record checksum mismatch")
     if any(buf[body_end:body_end + rec.padding]):
-        return "non-zero record padding"
+        raise FormatError("non-zero record padding")
     if expected_lsn is not None and rec.lsn != expected_lsn:
-        return f"LSN {rec.lsn} where {expected_lsn} was expected"
+        raise FormatError(f"LSN {rec.lsn} where {expected_lsn} was expected")
     return rec

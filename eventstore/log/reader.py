@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from eventstore.log.format import ALIGN, HEADER_SIZE, RECORD_HEADER_SIZE, RecordHeader, check_record
+from eventstore.log.format import (ALIGN, HEADER_SIZE, RECORD_HEADER_SIZE, FormatError, RecordHeader, SegmentHeader,
+                                   check_record, decode_header, plausible_record)
 
 
 class Damage(NamedTuple):
@@ -38,9 +39,9 @@ def read_from(path: Path, offset: int, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
-def read_header(path: Path) -> bytes:
-    """The first HEADER_SIZE bytes of a segment (or fewer, if it is shorter)."""
-    return read_from(path, 0, HEADER_SIZE)
+def read_header(path: Path) -> SegmentHeader:
+    """The header of the segment at ``path``; FormatError when it is not a valid one."""
+    return decode_header(read_from(path, 0, HEADER_SIZE))
 
 
 def scan(path: Path, buf: bytes, base: int, salt: int, expected_lsn: int, last: bool,
@@ -52,9 +53,10 @@ def scan(path: Path, buf: bytes, base: int, salt: int, expected_lsn: int, last: 
     """
     pos, end = 0, len(buf)
     while pos < end:
-        rec = check_record(buf, pos, end, salt, expected_lsn)
-        if isinstance(rec, str):
-            return base + pos, expected_lsn, classify(path, buf, base, pos, salt, rec, last)
+        try:
+            rec = check_record(buf, pos, end, salt, expected_lsn)
+        except FormatError as exc:
+            return base + pos, expected_lsn, classify(path, buf, base, pos, salt, str(exc), last)
         if records is not None:
             body = pos + RECORD_HEADER_SIZE
             records.append(RawRecord(base + pos, rec, buf[body:body + rec.length]))
@@ -88,10 +90,11 @@ def _first_valid_record_after(buf: bytes, pos: int, salt: int) -> int | None:
     start = pos + ALIGN - (pos % ALIGN) if pos % ALIGN else pos + ALIGN
     end = len(buf)
     for p in range(start, end - RECORD_HEADER_SIZE + 1, ALIGN):
-        if not isinstance(check_record(buf, p, end, salt, None), str):
-            return p
+        if not plausible_record(buf, p, end):
+            continue
+        try:
+            check_record(buf, p, end, salt, None)
+        except FormatError:
+            continue
+        return p
     return None
-
-
-def first_record_offset() -> int:
-    return HEADER_SIZE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid as uuidlib
 from pathlib import Path
 
@@ -67,3 +68,34 @@ def remove_temp_files(log_dir: Path) -> None:
             removed = True
     if removed:
         fsync_dir(log_dir)
+
+
+def aside_path(segment: Path, offset: int) -> Path:
+    """``<segment>.broken-<offset>``, or with ``.1``, ``.2``... appended when taken:
+    a second tear at the same offset must not overwrite the bytes kept from the first."""
+    aside = segment.with_name(f"{segment.name}.broken-{offset}")
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = segment.with_name(f"{segment.name}.broken-{offset}.{n}")
+    return aside
+
+
+def cut_torn_tail(segment: Path, offset: int) -> Path:
+    """Copy ``segment``'s bytes from ``offset`` aside to ``<segment>.broken-<offset>``,
+    truncate the segment there, and make both durable; the copy's path."""
+    aside = aside_path(segment, offset)
+    with open(segment, "rb") as src, open(aside, "xb") as dst:
+        src.seek(offset)
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    fsync_dir(segment.parent)
+    faults.point("log.repair.before-truncate")
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return aside

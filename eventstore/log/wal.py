@@ -24,23 +24,12 @@ from eventstore import faults
 from eventstore.errors import CorruptLog, LogClosed, StorageError
 from eventstore.events import Event, decode_batch, encode_batch
 from eventstore.fsutil import fsync_dir
-from eventstore.log.format import HEADER_SIZE, SegmentHeader, decode_header, encode_record
+from eventstore.log.format import HEADER_SIZE, FormatError, SegmentHeader, encode_record
+from eventstore.log.group_commit import GroupCommitter
 from eventstore.log.reader import Damage, RawRecord, read_from, read_header, scan
-from eventstore.log.segment import create_segment, list_segments, remove_temp_files, segment_name
-from eventstore.log.writer import GroupCommitter
+from eventstore.log.segment import create_segment, cut_torn_tail, list_segments, remove_temp_files, segment_name
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
-
-for _name, _doc in [
-    ("log.append.before-write", "a record is about to be written"),
-    ("log.append.after-write", "a record is written, not yet synced"),
-    ("log.append.after-fsync", "a record is durable, not yet acknowledged"),
-    ("log.segment.before-fsync", "a new segment's header is written, not synced"),
-    ("log.segment.before-rename", "a new segment is synced under its temp name"),
-    ("log.segment.after-rename", "a new segment is in place"),
-    ("log.repair.before-truncate", "a torn tail is copied aside, not yet truncated"),
-]:
-    faults.declare(_name, _doc)
 
 
 class Position(NamedTuple):
@@ -67,6 +56,12 @@ class VerifyReport(NamedTuple):
     torn_tail: Damage | None
 
 
+def corruption(segment: Path, offset: int, reason: str) -> CorruptLog:
+    """The one way the log reports damage that is not a torn tail: which segment, which
+    byte, why."""
+    return CorruptLog(f"log: corruption in {segment} at offset {offset}: {reason}", str(segment), offset)
+
+
 #: called with each record another process appended, in order, as the log catches up
 Listener = Callable[[LogRecord], None]
 
@@ -85,6 +80,7 @@ class EventLog:
         self._fd: int | None = None        # the last segment, open for writing
         self._lock_fd: int | None = None   # the LOCK file; flock'd while writing
         self._lock_depth = 0
+        self._lock_owner: int | None = None  # the thread inside locked(), if any
         self._thread_lock = threading.RLock()
         self._failed: BaseException | None = None
         self._closed = False
@@ -98,6 +94,7 @@ class EventLog:
              listener: Listener | None = None) -> "EventLog":
         """Open (or create) the log, check it from ``resume`` (default: the start) to
         the end, repair a torn tail when ``writer``, raise ``CorruptLog`` on corruption."""
+        faults.check_environment()
         log_dir = Path(root) / "log"
         if create and not log_dir.is_dir():
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -132,20 +129,25 @@ class EventLog:
     def _read_headers(self, segments: list[tuple[int, Path]]) -> None:
         expected_number = segments[0][0]
         for number, path in segments:
-            header = decode_header(read_header(path))
-            if isinstance(header, str):
-                raise CorruptLog(f"log: {path}: {header}", str(path), 0)
             if number != expected_number:
-                raise CorruptLog(f"log: segment {segment_name(expected_number)} is missing", str(path), 0)
-            if header.number != number:
-                raise CorruptLog(f"log: {path}: header says segment {header.number}", str(path), 0)
-            if self.store_uuid is None:
-                self.store_uuid = header.store_uuid
-            elif header.store_uuid != self.store_uuid:
-                raise CorruptLog(
-                    f"log: {path} belongs to store {header.store_uuid}, not {self.store_uuid}", str(path), 0)
-            self._headers[number] = header
+                raise corruption(path, 0, f"segment {segment_name(expected_number)} is missing")
+            self._headers[number] = self._checked_header(path, number)
             expected_number += 1
+
+    def _checked_header(self, path: Path, number: int) -> SegmentHeader:
+        """The header of segment ``number``, checked: valid, numbered as its file name
+        says, of this store (the first header read decides which store that is)."""
+        try:
+            header = read_header(path)
+        except FormatError as exc:
+            raise corruption(path, 0, str(exc)) from None
+        if header.number != number:
+            raise corruption(path, 0, f"header says segment {header.number}")
+        if self.store_uuid is None:
+            self.store_uuid = header.store_uuid
+        elif header.store_uuid != self.store_uuid:
+            raise corruption(path, 0, f"belongs to store {header.store_uuid}, not {self.store_uuid}")
+        return header
 
     def _start_position(self, resume: Position | None) -> Position:
         if resume is not None and resume.segment in self._headers:
@@ -169,8 +171,7 @@ class EventLog:
             path = self.log_dir / segment_name(number)
             header = self._headers[number]
             if self._tail.offset == HEADER_SIZE and header.first_lsn != self._tail.lsn:
-                raise CorruptLog(
-                    f"log: {path}: first LSN {header.first_lsn}, expected {self._tail.lsn}", str(path), 0)
+                raise corruption(path, 0, f"first LSN {header.first_lsn}, expected {self._tail.lsn}")
             records: list[RawRecord] | None = [] if deliver and self.listener else None
             last = (number + 1) not in self._headers and not (self.log_dir / segment_name(number + 1)).exists()
             buf = read_from(path, self._tail.offset)
@@ -201,26 +202,16 @@ class EventLog:
 
     def _open_next_segment(self, number: int) -> None:
         if number not in self._headers:
-            path = self.log_dir / segment_name(number)
-            header = decode_header(read_header(path))
-            if isinstance(header, str):
-                raise CorruptLog(f"log: {path}: {header}", str(path), 0)
-            if header.store_uuid != self.store_uuid:
-                raise CorruptLog(f"log: {path} belongs to store {header.store_uuid}", str(path), 0)
-            self._headers[number] = header
+            self._headers[number] = self._checked_header(self.log_dir / segment_name(number), number)
         self._tail = Position(number, HEADER_SIZE, self._tail.lsn)
         self._close_fd()
 
     def _handle_damage(self, damage: Damage) -> None:
         if not damage.torn:
-            raise CorruptLog(
-                f"log: corruption in {damage.segment} at offset {damage.offset}: {damage.reason}",
-                str(damage.segment), damage.offset)
+            raise corruption(damage.segment, damage.offset, damage.reason)
         if self.writer and self._lock_depth:
             # Only a writer under the lock may repair: a reader may be looking at a record
             # another process is writing right now.
-            from eventstore.log.repair import cut_torn_tail
-
             cut_torn_tail(damage.segment, damage.offset)
 
     def catch_up(self) -> None:
@@ -253,12 +244,15 @@ class EventLog:
             if self._lock_fd is not None and self._lock_depth == 0:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             self._lock_depth += 1
+            self._lock_owner = threading.get_ident()
             try:
                 yield
             finally:
                 self._lock_depth -= 1
-                if self._lock_fd is not None and self._lock_depth == 0:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                if self._lock_depth == 0:
+                    self._lock_owner = None
+                    if self._lock_fd is not None:
+                        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def append(self, event: Event) -> int:
         """Append one event; its LSN once it is durable."""
@@ -271,7 +265,7 @@ class EventLog:
         self._check_usable()
         if not self.writer:  # a reader holds no lock: its write could interleave with a writer's
             raise StorageError("log opened read-only")
-        if self._lock_depth and self._thread_lock._is_owned():  # type: ignore[attr-defined]
+        if self._lock_depth and self._lock_owner == threading.get_ident():
             first = self._append_group(list(events))  # inside locked(): no grouping
         else:
             first = self._committer.submit(list(events))
@@ -356,8 +350,7 @@ class EventLog:
             raw: list[RawRecord] = []
             end, next_lsn, damage = scan(path, buf, pos.offset, header.salt, pos.lsn, False, raw)
             if damage is not None:
-                raise CorruptLog(f"log: corruption in {path} at offset {damage.offset}: {damage.reason}",
-                                 str(path), damage.offset)
+                raise corruption(path, damage.offset, damage.reason)
             for r in raw:
                 yield LogRecord(r.header.lsn, decode_batch(r.payload),
                                 Position(pos.segment, r.offset + r.header.size, r.header.lsn + r.header.count))
@@ -386,11 +379,9 @@ class EventLog:
         lsn = self._headers[min(self._headers)].first_lsn if self._headers else 1
         torn = None
         for i, (number, path) in enumerate(segments):
-            header = decode_header(read_header(path))
-            if isinstance(header, str) or header.store_uuid != self.store_uuid:
-                raise CorruptLog(f"log: {path}: {header if isinstance(header, str) else 'foreign store'}", str(path), 0)
+            header = self._checked_header(path, number)
             if header.first_lsn != lsn:
-                raise CorruptLog(f"log: {path}: first LSN {header.first_lsn}, expected {lsn}", str(path), 0)
+                raise corruption(path, 0, f"first LSN {header.first_lsn}, expected {lsn}")
             raw: list[RawRecord] = []
             _, lsn, damage = scan(path, read_from(path, HEADER_SIZE), HEADER_SIZE, header.salt, lsn,
                                   i == len(segments) - 1, raw)
@@ -398,12 +389,11 @@ class EventLog:
                 try:
                     events += len(decode_batch(r.payload))
                 except Exception as exc:  # a valid CRC over an undecodable payload
-                    raise CorruptLog(f"log: {path}: undecodable record at {r.offset}: {exc}", str(path), r.offset)
+                    raise corruption(path, r.offset, f"undecodable record: {exc}") from None
             records += len(raw)
             if damage is not None:
                 if not damage.torn:
-                    raise CorruptLog(f"log: corruption in {path} at offset {damage.offset}: {damage.reason}",
-                                     str(path), damage.offset)
+                    raise corruption(path, damage.offset, damage.reason)
                 torn = damage
         return VerifyReport(len(segments), records, events, lsn - 1, torn)
 

@@ -15,11 +15,12 @@ import json
 import os
 import platform as host
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from eventstore import errors
+from eventstore.archive.compression import compressing
 from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.oci.layout import (
     LAYOUT_VERSION, MAX_JSON_SIZE, OCI_CONFIG, OCI_LAYER_TYPE, OCI_MANIFEST, REF_NAME, ImageRejected, Platform,
@@ -117,27 +118,13 @@ def _open_layout(path: Path) -> Path:
 def _write_layer(store: LayerStore, layout: Path, rec: LayerRecord, compression: str) -> ExportedLayer:
     diff_hash = hashlib.sha256()
     with _BlobWriter(layout) as blob:
-        sink = _compressor(compression, blob)
-        for chunk in store.diff(rec.id):
-            diff_hash.update(chunk)
-            sink.write(chunk)
-        if sink is not blob:
-            sink.close()
+        with compressing(compression, blob) as sink:
+            for chunk in store.diff(rec.id):
+                diff_hash.update(chunk)
+                sink.write(chunk)
         digest, size = blob.commit()
     return ExportedLayer(id=rec.id, diff_digest="sha256:" + diff_hash.hexdigest(), digest=digest, size=size,
                          media_type=OCI_LAYER_TYPE[compression])
-
-
-def _compressor(compression: str, out: "_BlobWriter") -> BinaryIO:
-    if compression == "gzip":
-        from isal import igzip
-
-        return igzip.IGzipFile(fileobj=out, mode="wb", mtime=0)  # no timestamp: same bytes every time
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.ZstdCompressor().stream_writer(out, closefd=False)
-    return out  # type: ignore[return-value]
 
 
 def _write_json_blob(layout: Path, value: dict) -> tuple[str, int]:

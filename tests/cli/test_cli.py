@@ -13,7 +13,7 @@ import pytest
 
 from eventstore.drivers import driver_class
 from eventstore.log.format import HEADER_SIZE
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from tests.store.support import dump_index_file, is_mounted, last_lsn_on_disk, unmount_everything_under
 
 from .support import cli, fails, ok, ok_json
@@ -229,7 +229,7 @@ def busy(root: Path) -> dict[str, str]:
     """A held base named "base", its mounted child named "child", an idle "leaf" (made
     through the API: the commands under test are the refused ones)."""
     ids = {"base": "ab" + "0" * 62, "child": "ac" + "0" * 62, "leaf": "ad" + "0" * 62}
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         store.create(ids["base"], names=["base"])
         store.create(ids["child"], parent=ids["base"], names=["child"], writable=True)
         store.create(ids["leaf"], names=["leaf"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventstore import errors, faults
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from replay.verify import check
 
@@ -15,7 +16,7 @@ LAYER = "a" * 64
 
 @pytest.fixture
 def store(tmp_path: Path):
-    store = LayerStore.open(tmp_path / "store", "vfs")
+    store = open_store(tmp_path / "store", "vfs")
     yield store
     faults.disarm()
     store.close()
@@ -33,7 +34,7 @@ def test_a_failed_projection_is_caught_up_not_skipped(store: LayerStore, failpoi
     assert store.hold(LAYER, lease="two") == 2  # the failed hold is durable: its outcome was unknown
     assert check(store) == []
     store.close()
-    with LayerStore.open(store.root, "vfs") as reopened:
+    with open_store(store.root, "vfs") as reopened:
         assert reopened.hold_refs(LAYER) == 2 and check(reopened) == []
 
 

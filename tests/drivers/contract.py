@@ -7,9 +7,7 @@ goes through the Driver interface only, so a new driver gets the whole suite for
 
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -17,30 +15,12 @@ import pytest
 from eventstore.drivers import driver_class
 from eventstore.drivers.base import Driver
 from eventstore.errors import DriverError, InvalidArgument
-
-MNT_DETACH = 2
-
+from eventstore.mounts import mount_table
+from tests.store.support import unmount_everything_under
 
 def kernel_mount_points() -> list[str]:
-    """Mount points from /proc/self/mountinfo, parsed here and not by the driver's
-    ``mount_points``, so that cleanup still works when that function is broken."""
-    with open("/proc/self/mountinfo", "rb") as f:
-        fields = [line.split(b" ")[4] for line in f]
-    unescape = re.compile(rb"\\([0-7]{3})")
-    return [os.fsdecode(unescape.sub(lambda m: bytes([int(m[1], 8)]), p)) for p in fields]
-
-
-def unmount_everything_under(root: Path) -> None:
-    """Detach every mount at or below ``root``, deepest first: a failed test must not
-    leave a mount for pytest's tmp_path cleanup to delete through."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    prefix = os.path.realpath(root)
-    for _ in range(8):
-        inside = [m for m in kernel_mount_points() if m == prefix or m.startswith(prefix + "/")]
-        if not inside:
-            return
-        for point in sorted(inside, key=len, reverse=True):
-            libc.umount2(os.fsencode(point), MNT_DETACH)
+    """Every mount point, once per mount stacked on it (``eventstore.mounts``)."""
+    return mount_table()
 
 
 def write_file(path: Path, data: bytes = b"", mode: int = 0o644) -> Path:

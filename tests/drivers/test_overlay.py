@@ -15,7 +15,8 @@ import pytest
 
 from eventstore import faults
 from eventstore.drivers import overlay
-from eventstore.drivers.overlay import MAX_DEPTH, OPTIONS_LIMIT, OverlayDriver, mount_points
+from eventstore.drivers.overlay import MAX_DEPTH, OPTIONS_LIMIT, OverlayDriver
+from eventstore.mounts import mount_table
 from eventstore.errors import DriverError
 from tests.drivers.contract import (
     DriverContract,
@@ -206,7 +207,7 @@ def test_is_mounted_reads_escaped_paths_in_mountinfo(tmp_path: Path):
 def test_mount_points_undoes_octal_escapes(tmp_path: Path):
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_bytes(b"36 35 98:0 / /mnt/a\\040b\\134c\\011d rw - ext3 /dev/root rw\n")
-    assert mount_points(str(mountinfo)) == {"/mnt/a b\\c\td"}
+    assert mount_table(str(mountinfo)) == ["/mnt/a b\\c\td"]
 
 
 def test_a_chain_of_100_layers_mounts_through_relative_paths(driver: OverlayDriver):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from tests.cli.support import ok
 from tests.store.support import unmount_everything_under
@@ -41,7 +42,7 @@ def ours(tmp_path_factory, image):
     root = tmp_path_factory.mktemp("layerstore")
     try:
         top = ok(root, "import-oci", image.ref, "--name", "interop", driver="overlay").strip()
-        store = LayerStore.open(root)
+        store = open_store(root)
         try:
             yield store, top
         finally:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from tests.cli.support import ok
 
 from .conftest import mounted_peer
@@ -68,6 +68,6 @@ def test_exported_layout_imports_to_the_same_ids(tmp_path, ours):
     ok(store.root, "export-oci", top, str(layout), driver="overlay")  # no tag: "latest"
     again = tmp_path / "again"
     assert ok(again, "import-oci", f"{layout}:latest").strip() == top
-    with LayerStore.open(again) as fresh:
+    with open_store(again) as fresh:
         assert [(r.id, r.diff_digest) for r in our_chain(fresh, top)] == \
             [(r.id, r.diff_digest) for r in our_chain(store, top)]

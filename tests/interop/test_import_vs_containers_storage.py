@@ -150,9 +150,9 @@ def test_media_types_zstd_uncompressed_and_docker_names(tmp_path, ours, image):
         peer.copy_from(variant.ref, "variant:latest")
         variant_top = ok(root, "import-oci", variant.ref, driver="overlay").strip()
         assert variant_top == top == peer_top(peer)
-        from eventstore.store import LayerStore
+        from eventstore.opener import open_store
 
-        with LayerStore.open(root) as fresh:
+        with open_store(root) as fresh:
             for rec, layer, desc, original in zip(our_chain(fresh, top), peer_chain(peer, top),
                                                   variant.manifest()["layers"], our_chain(store, top)):
                 assert rec.compressed_digest == layer["compressed-diff-digest"] == desc["digest"]

@@ -12,7 +12,7 @@ import pytest
 
 from eventstore.errors import LogClosed
 from eventstore.log import EventLog
-from eventstore.log.writer import GroupCommitter
+from eventstore.log.group_commit import GroupCommitter
 
 from .support import layer, read_log
 

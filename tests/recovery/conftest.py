@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 
 from .support import clear_immutable_under, overlay_or_skip, unmount_everything_under
 
@@ -28,7 +28,7 @@ def driver(request, root: Path) -> str:
 @pytest.fixture
 def made(root: Path, driver: str) -> Path:
     """A new, empty store at ``root`` using ``driver`` (closed again)."""
-    LayerStore.open(root, driver).close()
+    open_store(root, driver).close()
     return root
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import crash_at, driver_dir, events_after, last_lsn_on_disk, summary, traces_of
@@ -16,7 +16,7 @@ from .support import crash_at, driver_dir, events_after, last_lsn_on_disk, summa
 @pytest.mark.parametrize("failpoint", ["store.delete.after-mark", "store.delete.after-remove"])
 @pytest.mark.parametrize("mounted", [False, True], ids=["unmounted", "forced-while-mounted"])
 def test_delete_killed_half_way_is_finished(made: Path, driver: str, failpoint: str, mounted: bool):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         victim = store.create(names=["victim"])
         bystander = store.create(names=["bystander"])
         if mounted:
@@ -25,7 +25,7 @@ def test_delete_killed_half_way_is_finished(made: Path, driver: str, failpoint: 
     assert driver_dir(made, driver, victim).is_dir() == (failpoint == "store.delete.after-mark")
     before = last_lsn_on_disk(made)
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert not store.exists(victim) and not store.exists("victim")
         assert store.lookup("bystander").id == bystander
         events = events_after(store, before)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import LayerIncomplete
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import (
@@ -47,7 +47,7 @@ def test_create_killed_before_completion_is_removed_with_all_its_data(made: Path
             assert short_links_to(made, layer_id)
     before = last_lsn_on_disk(made)
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert not store.exists(layer_id) and not store.exists("half")
         events = events_after(store, before)
         assert summary(events) == removed_by_recovery(layer_id)
@@ -58,11 +58,11 @@ def test_create_killed_before_completion_is_removed_with_all_its_data(made: Path
 
 
 def test_a_half_made_child_is_removed_and_its_parent_stays_usable(made: Path, driver: str):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         parent = store.create(names=["base"])
     child = new_id()
     crash_at("store.create.after-driver", made, "create", "--id", child, "--parent", parent)
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert [rec.id for rec in store.layers()] == [parent]
         assert store.index.children(parent) == []
         store.mount(parent)
@@ -79,7 +79,7 @@ def test_create_killed_after_its_content_loses_the_tar_split_too(made: Path, dri
     layer_id = new_id()
     crash_at("store.create.after-content", made, "create", "--id", layer_id, str(tar))
     assert (made / "tarsplit" / f"{layer_id}.tar-split").exists()
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert not store.exists(layer_id)
     assert traces_of(made, layer_id) == []
 
@@ -92,7 +92,7 @@ def test_a_layer_still_being_created_by_a_live_process_is_left_alone(made: Path,
     try:
         wait_for_driver_work(made, driver, layer_id)
         before = last_lsn_on_disk(made)
-        with LayerStore.open(made) as store:
+        with open_store(made) as store:
             assert store.lookup(layer_id).incomplete
             assert events_after(store, before) == []
             with pytest.raises(LayerIncomplete):
@@ -104,7 +104,7 @@ def test_a_layer_still_being_created_by_a_live_process_is_left_alone(made: Path,
         creator.kill()
         creator.wait()
 
-    with LayerStore.open(made) as store:  # now its owner is gone
+    with open_store(made) as store:  # now its owner is gone
         assert summary(events_after(store, before)) == removed_by_recovery(layer_id)
     assert traces_of(made, layer_id) == []
 

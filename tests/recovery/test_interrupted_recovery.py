@@ -9,7 +9,7 @@ import pytest
 
 from eventstore.faults import CRASH_EXIT_CODE
 from eventstore.log import EventLog
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import (
@@ -29,11 +29,11 @@ from .support import (
 )
 from .test_orphans import make_orphans
 
-OPEN = "import sys\nfrom eventstore.store import LayerStore\nLayerStore.open(sys.argv[1]).close()"
+OPEN = "import sys\nfrom eventstore import open_store\nopen_store(sys.argv[1]).close()"
 HOLD_AND_PAUSE = """
 import sys, time
-from eventstore.store import LayerStore
-store = LayerStore.open(sys.argv[1])
+from eventstore.opener import open_store
+store = open_store(sys.argv[1])
 store.hold(sys.argv[2])
 print("held", flush=True)
 time.sleep(60)
@@ -51,9 +51,9 @@ def dump_read_models(store) -> dict:
 
 
 def assert_second_open_changes_nothing(root: Path) -> None:
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         lsn, tables = store.log.last_lsn, dump_read_models(store)
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         assert store.log.last_lsn == lsn
         assert dump_read_models(store) == tables
     assert cli_ok(root, "recover").strip() == "nothing to recover"
@@ -67,7 +67,7 @@ def half_made(root: Path) -> str:
 
 
 def half_deleted(root: Path) -> str:
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         layer_id = store.create()
     crash_at("store.delete.after-mark", root, "delete", layer_id)
     return layer_id
@@ -82,7 +82,7 @@ def test_recovery_killed_while_removing_a_layer_is_finished_by_the_next_open(mad
     crash_at(failpoint, made, "recover")
     assert driver_dir(made, driver, layer_id).is_dir() == (failpoint == "recovery.before-remove")
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert not store.exists(layer_id)
         marked = [("layer-marked-incomplete", layer_id)] if leftover is half_made else []
         assert summary(events_after(store, before)) == [
@@ -110,7 +110,7 @@ def test_orphan_sweep_killed_half_way_is_finished_by_the_next_open(made: Path, d
         assert result.returncode == CRASH_EXIT_CODE
     assert sum(driver_dir(made, driver, o).exists() for o in orphans) == 2 - (nth - 1)  # killed before the nth
 
-    with LayerStore.open(made):  # same boot as the killed run, which never finished its sweep
+    with open_store(made):  # same boot as the killed run, which never finished its sweep
         pass
     assert not any(driver_dir(made, driver, o).exists() for o in orphans)
     assert list((made / "tarsplit").iterdir()) == []
@@ -121,7 +121,7 @@ def test_everything_a_crash_can_leave_is_recovered_in_one_open(made: Path, drive
     # Every writer open recovers, so the owners of the leftovers must all die after the
     # last open: each child pauses mid-operation and all are killed together.
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-one")
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         mounted = store.create()
         held = store.create(names=["held"])
         deleting = store.create()
@@ -144,7 +144,7 @@ def test_everything_a_crash_can_leave_is_recovered_in_one_open(made: Path, drive
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-two")
     before = last_lsn_on_disk(made)
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert [rec.id for rec in store.layers()] == [mounted, held]
         assert (store.lookup(mounted).mount_count, store.lookup(held).hold_refs) == (0, 0)
         events = events_after(store, before)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import cli_ok, crash_at, events_after, last_lsn_on_disk, mounts_under, overlay_or_skip, summary
@@ -21,7 +21,7 @@ def reconciled(layer_id: str) -> list[tuple]:
 @pytest.mark.parametrize("how", ["umount-behind-its-back", "umount-killed-before-recording"])
 def test_a_mount_the_kernel_no_longer_has_is_reset(root: Path, how: str):
     overlay_or_skip(root)
-    with LayerStore.open(root, "overlay") as store:
+    with open_store(root, "overlay") as store:
         layer_id = store.create()
         steady = store.create()
         path = store.mount(layer_id)
@@ -36,7 +36,7 @@ def test_a_mount_the_kernel_no_longer_has_is_reset(root: Path, how: str):
     assert path not in mounts_under(root)
     before = last_lsn_on_disk(root)
 
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         events = events_after(store, before)
         assert summary(events) == reconciled(layer_id)
         assert (events[1].count, events[1].reason) == (0, "not in the kernel's mount table")
@@ -50,7 +50,7 @@ def test_a_mount_the_kernel_no_longer_has_is_reset(root: Path, how: str):
 
 
 def test_mounts_recorded_in_an_earlier_boot_are_reset(made: Path, driver: str, monkeypatch):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         layer_id = store.create()
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-one")
     cli_ok(made, "mount", layer_id)
@@ -58,7 +58,7 @@ def test_mounts_recorded_in_an_earlier_boot_are_reset(made: Path, driver: str, m
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-two")
     before = last_lsn_on_disk(made)
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         events = events_after(store, before)
         assert summary(events) == reconciled(layer_id)
         assert events[1].reason == "mounted in an earlier boot"

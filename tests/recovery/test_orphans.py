@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import cli_ok, diff_dir, driver_dir, events_after, last_lsn_on_disk, new_id, summary
@@ -23,11 +23,11 @@ def make_orphans(root: Path, driver: str) -> tuple[str, str]:
 
 
 def test_orphans_are_removed_by_the_recover_command(made: Path, driver: str):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         kept = store.create(names=["kept"])
     in_driver, in_tarsplit = make_orphans(made, driver)
 
-    with LayerStore.open(made) as store:  # same boot, already swept: an open does not list the driver
+    with open_store(made) as store:  # same boot, already swept: an open does not list the driver
         assert events_after(store, 0)[-1].type_name == "layer-completed"
     assert driver_dir(made, driver, in_driver).is_dir()
 
@@ -37,7 +37,7 @@ def test_orphans_are_removed_by_the_recover_command(made: Path, driver: str):
     assert f"removed orphan tar-split {in_tarsplit}.tar-split" in out
     assert not driver_dir(made, driver, in_driver).exists()
     assert not (made / "tarsplit" / f"{in_tarsplit}.tar-split").exists()
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         events = events_after(store, before)
         assert summary(events) == [("recovery-started", None), ("orphan-removed", in_driver),
                                    ("orphan-removed", in_tarsplit), ("recovery-finished", None)]
@@ -48,17 +48,17 @@ def test_orphans_are_removed_by_the_recover_command(made: Path, driver: str):
 
 
 def test_orphans_are_swept_on_the_first_open_of_a_new_boot(made: Path, driver: str, monkeypatch):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         kept = store.create()
     in_driver, _ = make_orphans(made, driver)
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "the-next-boot")
     before = last_lsn_on_disk(made)
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         assert summary(events_after(store, before))[0] == ("recovery-started", None)
         assert ("orphan-removed", in_driver) in summary(events_after(store, before))
         assert summary(events_after(store, before))[-1] == ("recovery-finished", None)
         assert store.driver.exists(kept)
     assert not driver_dir(made, driver, in_driver).exists()
     assert list((made / "tarsplit").iterdir()) == []
-    with LayerStore.open(made) as store:  # swept once for this boot
+    with open_store(made) as store:  # swept once for this boot
         assert store.log.last_lsn == before + 4  # started, two orphans, finished

@@ -10,7 +10,7 @@ import pytest
 
 from eventstore.drivers.vfs import VfsDriver
 from eventstore.errors import LayerQuarantined
-from eventstore.store import LayerStore
+from eventstore.opener import open_store
 from replay.verify import check
 
 from .support import (
@@ -36,7 +36,7 @@ def make_unremovable(root: Path, driver: str, layer_id: str) -> Path:
 
 
 def test_a_layer_that_cannot_be_removed_is_quarantined_and_the_rest_works(made: Path, driver: str):
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         base = store.create(names=["base"])
     good, bad = new_id(), new_id()
     # both creators die together, after the last open (every writer open recovers)
@@ -53,7 +53,7 @@ def test_a_layer_that_cannot_be_removed_is_quarantined_and_the_rest_works(made: 
     stuck = make_unremovable(made, driver, bad)
     before = last_lsn_on_disk(made)
 
-    with LayerStore.open(made) as store:
+    with open_store(made) as store:
         events = events_after(store, before)
         assert summary(events) == [
             ("recovery-started", None),
@@ -77,7 +77,7 @@ def test_a_layer_that_cannot_be_removed_is_quarantined_and_the_rest_works(made: 
     assert traces_of(made, good) == []
 
     after = last_lsn_on_disk(made)
-    with LayerStore.open(made):
+    with open_store(made):
         pass
     assert last_lsn_on_disk(made) == after  # reported once, not at every open
 
@@ -92,7 +92,7 @@ def test_a_layer_that_cannot_be_removed_is_quarantined_and_the_rest_works(made: 
 
 
 def test_a_complete_layer_recovery_fails_on_is_quarantined_once(root: Path, monkeypatch):
-    with LayerStore.open(root, "vfs") as store:
+    with open_store(root, "vfs") as store:
         broken, fine = store.create(), store.create()
         store.mount(broken)
         store.mount(fine)
@@ -104,7 +104,7 @@ def test_a_complete_layer_recovery_fails_on_is_quarantined_once(root: Path, monk
 
     monkeypatch.setattr(VfsDriver, "is_mounted", is_mounted)
     before = last_lsn_on_disk(root)
-    with LayerStore.open(root) as store:
+    with open_store(root) as store:
         events = events_after(store, before)
         assert summary(events) == [("recovery-started", None), ("layer-quarantined", broken),
                                    ("recovery-finished", None)]
@@ -112,6 +112,6 @@ def test_a_complete_layer_recovery_fails_on_is_quarantined_once(root: Path, monk
             store.mount(broken)
         store.mount(fine)
         after = store.log.last_lsn
-    with LayerStore.open(root):
+    with open_store(root):
         pass
     assert last_lsn_on_disk(root) == after

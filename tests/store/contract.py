@@ -21,7 +21,9 @@ import pytest
 
 from eventstore import errors
 from eventstore.events import Holder
+from eventstore.faults import CRASH_EXIT_CODE
 from eventstore.process import boot_id
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 
 from .support import (assert_read_models_equal_fold, fold_log, is_mounted, mounts_under, snapshot,
@@ -61,13 +63,13 @@ class StoreContract:
 
     @pytest.fixture
     def store(self, root: Path):
-        store = LayerStore.open(root, self.driver_name)
+        store = open_store(root, self.driver_name)
         yield store
         store.close()
 
     def reopen(self, store: LayerStore) -> LayerStore:
         store.close()
-        return LayerStore.open(store.root, self.driver_name)
+        return open_store(store.root, self.driver_name)
 
     @contextmanager
     def unchanged(self, store: LayerStore):
@@ -165,8 +167,8 @@ class StoreContract:
         half = given_id("dead")
         store.close()
         creator = cli_create(store.root, half, "store.create.after-driver=crash")
-        assert creator.wait(timeout=60) == 137  # faults.CRASH_EXIT_CODE
-        store = LayerStore.open(store.root, self.driver_name, recover=False)
+        assert creator.wait(timeout=60) == CRASH_EXIT_CODE
+        store = LayerStore.open(store.root, self.driver_name)
         try:
             assert store.lookup(half).incomplete and store.driver.exists(half)
             for call, args in [(store.hold, (half,)), (store.mount, (half,)), (store.fs_info, (half,)),
@@ -176,7 +178,7 @@ class StoreContract:
             assert store.by_diff_digest("sha256:" + "0" * 64) == []
         finally:
             store.close()
-        store = LayerStore.open(store.root, self.driver_name)  # recovery removes it
+        store = open_store(store.root, self.driver_name)  # recovery removes it
         try:
             assert not store.exists(half) and not store.driver.exists(half)
             assert [r.id for r in store.layers()] == [base]
@@ -192,7 +194,7 @@ class StoreContract:
                 assert time.monotonic() < deadline and creator.poll() is None
                 time.sleep(0.02)
             store.close()
-            store = LayerStore.open(store.root, self.driver_name)  # recovery: the owner lives
+            store = open_store(store.root, self.driver_name)  # recovery: the owner lives
             assert store.lookup(half).incomplete and store.driver.exists(half)
             self.refused(store, errors.LayerIncomplete, store.delete, half)
             self.refused(store, errors.LayerIncomplete, store.hold, half)
@@ -200,7 +202,7 @@ class StoreContract:
             os.killpg(creator.pid, signal.SIGKILL)
             creator.wait()
             store.close()
-        store = LayerStore.open(store.root, self.driver_name)  # now the owner is dead
+        store = open_store(store.root, self.driver_name)  # now the owner is dead
         try:
             assert not store.exists(half) and not store.driver.exists(half)
         finally:
@@ -489,7 +491,7 @@ class StoreContract:
         store.close()
         unmount_everything_under(store.root)  # what a reboot does to mounts
         monkeypatch.setenv("LAYERSTORE_BOOT_ID", "a-later-boot")
-        store = LayerStore.open(store.root, self.driver_name)
+        store = open_store(store.root, self.driver_name)
         try:
             assert store.lookup(layer_id).mount_count == 0
             path = store.mount(layer_id)

@@ -4,24 +4,21 @@ models with), and mount cleanup (no test may leave a mount behind)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sqlite3
 from pathlib import Path
 
 from eventstore.log import EventLog
+from eventstore.mounts import detach_all, mount_points
 from eventstore.state import State, fold
-from replay.powerloss import mount_points
 
 READ_MODEL_TABLES = ("layers", "names", "history")
-MNT_DETACH = 2
 
 
 # --- mounts ---------------------------------------------------------------------------------
 
 def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone;
-    parsed by the crash harness's reader, not the driver's, so a driver bug cannot hide)."""
+    """Mount points at or below ``root``, from /proc/self/mountinfo (octal escapes undone)."""
     return sorted(mount_points(root))
 
 
@@ -32,13 +29,7 @@ def is_mounted(path: str | Path) -> bool:
 def unmount_everything_under(root: Path) -> None:
     """Detach every mount at or below ``root``, deepest first, so that a failed test
     never leaves pytest's tmp_path cleanup deleting through a live overlay."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(16):
-        inside = mounts_under(root)
-        if not inside:
-            return
-        for point in sorted(inside, key=len, reverse=True):
-            libc.umount2(os.fsencode(point), MNT_DETACH)
+    detach_all(root)
 
 
 # --- read models and the log ----------------------------------------------------------------

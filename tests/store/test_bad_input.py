@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eventstore import errors
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 
 from .support import snapshot
@@ -26,7 +27,7 @@ BASE_ID = "ab" + "0" * 62
 def store(tmp_path: Path):
     """A store with a base (held by a lease, named "base"), a mounted child and two
     layers sharing a prefix."""
-    store = LayerStore.open(tmp_path / "store", "vfs")
+    store = open_store(tmp_path / "store", "vfs")
     store.create(BASE_ID, names=["base"])
     child = store.create("ac" + "0" * 62, parent=BASE_ID, names=["child"], writable=True)
     store.hold(BASE_ID, lease="keep")
@@ -140,11 +141,11 @@ def test_a_malformed_digest_is_invalid_argument(store: LayerStore, digest: str):
 
 def test_an_unknown_driver_is_invalid_argument(tmp_path: Path):
     with pytest.raises(errors.InvalidArgument):
-        LayerStore.open(tmp_path / "other", "no-such-driver")
+        open_store(tmp_path / "other", "no-such-driver")
 
 
 def test_reopening_with_another_driver_is_invalid_argument(store: LayerStore):
     store.close()
     with pytest.raises(errors.InvalidArgument, match="vfs"):
-        LayerStore.open(store.root, "overlay")
-    LayerStore.open(store.root).close()  # no driver given: the recorded one
+        open_store(store.root, "overlay")
+    open_store(store.root).close()  # no driver given: the recorded one

@@ -20,6 +20,7 @@ from eventstore import errors
 from eventstore.oci import (
     ImageNotFound, ImageRejected, Platform, chain_ids, export_oci, import_oci, parse_platform, parse_reference,
 )
+from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from tests.cli.support import fails, ok
 from tests.store.support import snapshot
@@ -124,7 +125,7 @@ def image(layout) -> dict:
 
 @pytest.fixture
 def store(tmp_path):
-    with LayerStore.open(tmp_path / "store", "vfs") as s:
+    with open_store(tmp_path / "store", "vfs") as s:
         yield s
 
 
@@ -318,7 +319,7 @@ def test_the_chain_is_held_while_the_import_runs(tmp_path, store, layout, image)
     def progress(step):
         def report(done: int) -> None:
             if step.number == 3 and not seen:
-                with LayerStore.open(store.root) as other:  # another handle, as another process would be
+                with open_store(store.root) as other:  # another handle, as another process would be
                     seen.append([other.lookup(i).hold_refs for i in ids[:2]])
                     with pytest.raises(errors.LayerInUse):
                         other.delete(ids[1])
@@ -492,7 +493,7 @@ def test_export_then_import_gives_the_same_layers(tmp_path, store, layout, image
     top = import_oci(store, layout.path, "v1").top
     result = export_oci(store, top, tmp_path / "out", "again", compression=compression)
     _blobs_are_what_they_say(tmp_path / "out")
-    with LayerStore.open(tmp_path / "fresh", "vfs") as fresh:
+    with open_store(tmp_path / "fresh", "vfs") as fresh:
         again = import_oci(fresh, tmp_path / "out", "again")
         assert again.top == top
         assert [(r.id, r.diff_digest) for r in fresh.layers()] == [(r.id, r.diff_digest) for r in store.layers()]
