@@ -25,7 +25,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from replay.damage.harness import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_SEGMENT_SIZE, Config, prepare, run_case
+from replay.damage.harness import (DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_SEGMENT_SIZE, Config, describe, prepare,
+                                   run_case)
 from replay.damage.matrix import Case, applicable, find
 from replay.damage.report import CaseResult, report
 
@@ -63,9 +64,7 @@ def run(config: Config, out=None) -> list[CaseResult]:
         fixture = prepare(config, cases)
     except (BuildError, RuntimeError) as exc:
         raise HarnessError(str(exc)) from None
-    header = (f"damage harness: driver {config.driver}, seed {config.seed}; {len(fixture.layers)} acknowledged "
-              f"layers, {len(fixture.segments())} log segments, {len(fixture.checkpoints())} checkpoints "
-              f"(built in {time.monotonic() - started:.0f} s)")
+    header = describe(fixture, time.monotonic() - started)
     if config.jobs > 1 and len(cases) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

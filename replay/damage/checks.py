@@ -13,18 +13,21 @@
 and, because they are what "no data destroyed" means for the metadata:
 (f) a read that answers gives the undamaged store's answer (the log is the truth);
 (g) an acknowledged write survives the remedy, and a failed one did not happen;
-(h) after the remedy, the probe layer mounts and unmounts (unless it is quarantined).
+(h) after the remedy, the probe layer mounts and unmounts (unless it is quarantined);
+(i) read-only commands (the reads, ``check``, ``log verify``) change nothing under the root
+    (the read models compared by their rows: SQLite may fold its WAL into index.db).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from replay.damage.caserun import PLANTED_PREFIX, CaseRun
 from replay.damage.commands import ALLOWED, CORRUPT, NO, OK, CommandResult, conduct_problems
-from replay.damage.fixture import MARKER_PREFIX, WRITE_SUBJECT
+from replay.damage.workload import MARKER_PREFIX, WRITE_SUBJECT
 
 
 def walk_files(root: Path):
@@ -169,6 +172,79 @@ def check_probe(mount: CommandResult, umount: CommandResult | None) -> list[str]
     if umount is not None and umount.exit != OK:
         return [f"after the remedy, {umount.shown()} fails (exit {umount.exit}): {umount.error()}"]
     return []
+
+
+#: SQLite's files: compared by what they say (``read_models_digest``), not byte for byte,
+#: since a reader of a WAL database may fold the WAL into index.db and remove it
+INDEX_FILES = ("index.db", "index.db-wal", "index.db-shm")
+
+
+def fingerprint(root: Path, scratch: Path) -> dict[str, str]:
+    """Every entry under ``root`` (never crossing a mount): a file's digest, a
+    symlink's target, a directory as such; the read models by their rows."""
+    found: dict[str, str] = {}
+    device = os.lstat(root).st_dev
+    for folder, dirs, files in os.walk(root, onerror=lambda exc: None):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(folder, d)).st_dev == device]
+        for name in dirs:
+            found[os.path.relpath(os.path.join(folder, name), root)] = "dir"
+        for name in files:
+            path = os.path.join(folder, name)
+            if folder == str(root) and name in INDEX_FILES:
+                continue
+            found[os.path.relpath(path, root)] = _file_digest(path)
+    if (root / "index.db").exists():
+        found["index.db"] = read_models_digest(root, scratch)
+    return found
+
+
+def _file_digest(path: str) -> str:
+    if os.path.islink(path):
+        return "-> " + os.readlink(path)
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError as exc:  # a device node, a fifo: its kind is enough
+        return f"unreadable {exc.errno}"
+
+
+def read_models_digest(root: Path, scratch: Path) -> str:
+    """A digest of every row of the read models, read from a copy (so that reading
+    changes nothing); of the bytes when SQLite cannot read them."""
+    import shutil
+    import sqlite3
+
+    scratch.mkdir(exist_ok=True)
+    for name in INDEX_FILES[:2]:
+        (scratch / name).unlink(missing_ok=True)
+        if (root / name).exists():
+            shutil.copyfile(root / name, scratch / name)
+    digest = hashlib.sha256()
+    try:
+        conn = sqlite3.connect(scratch / "index.db")
+        try:
+            tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            for table in tables:
+                rows = sorted(repr(row) for row in conn.execute(f'SELECT * FROM "{table}"'))
+                digest.update(f"{table}:{len(rows)}:{''.join(rows)}".encode())
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return "bytes " + _file_digest(str(root / "index.db"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return "rows " + digest.hexdigest()
+
+
+def check_unchanged(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """(i): ``before`` and ``after`` are fingerprints around the read-only commands."""
+    changed = sorted(p for p in before.keys() & after.keys() if before[p] != after[p])
+    added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
+    if not (changed or added or removed):
+        return []
+    what = [f"{label} {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}"
+            for label, paths in (("changed", changed), ("created", added), ("removed", removed)) if paths]
+    return [f"read-only commands changed the store: {'; '.join(what)}"]
 
 
 def check_leftovers(run: CaseRun, mounts: set[str]) -> list[str]:

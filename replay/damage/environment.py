@@ -18,7 +18,8 @@ from pathlib import Path
 from replay.damage.bytes import Skip
 from replay.damage.caserun import CaseRun
 from replay.damage.commands import cli_argv
-from replay.damage.fixture import child_env, layer_tar
+from replay.damage.fixture import child_env
+from replay.damage.workload import layer_tar
 
 SLACK = 1 << 20  # free bytes on the small file system before the filler takes them
 
@@ -112,15 +113,17 @@ def zombie_creator(run: CaseRun) -> str:
     tar = run.workdir / "zombie.tar"
     tar.write_bytes(layer_tar("zombie", "zombie-" + zombie[:16]))
     trace = run.workdir / "zombie-trace"
-    env = child_env(run.tmpdir) | {"LAYERSTORE_FAILPOINTS": "store.create.after-intent=sleep:600",
+    env = child_env(run.tmpdir) | {"LAYERSTORE_FAILPOINTS": "store.create.after-intent=sleep:300",
                                    "LAYERSTORE_FAILPOINT_TRACE": str(trace)}
     creator = cli_argv(run.fixture.driver, run.fixture.driver_modules, run.root,
                        ["create", "--id", zombie, str(tar)])
     parent_code = textwrap.dedent("""
-        import subprocess, sys, time
+        import os, subprocess, sys, time
+        harness = os.getppid()
         child = subprocess.Popen(sys.argv[1:])  # never waited for: killed, it stays a zombie
         print(child.pid, flush=True)
-        time.sleep(3600)
+        while os.getppid() == harness:  # until the harness reaps us, or dies
+            time.sleep(0.5)
     """)
     parent = subprocess.Popen([sys.executable, "-c", parent_code, *creator], env=env, stdout=subprocess.PIPE,
                               text=True)

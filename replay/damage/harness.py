@@ -13,8 +13,9 @@ from pathlib import Path
 from replay.damage import checks
 from replay.damage.bytes import Skip
 from replay.damage.caserun import CaseRun
-from replay.damage.commands import OK, REFUSED, STORAGE, cli_argv, run_command
-from replay.damage.fixture import WRITE_LEASE, WRITE_SUBJECT, Fixture, build, child_env
+from replay.damage.commands import OK, REFUSED, STORAGE, CommandResult, cli_argv, run_command
+from replay.damage.fixture import Fixture, build, child_env
+from replay.damage.workload import WRITE_LEASE, WRITE_SUBJECT
 from replay.damage.matrix import Case
 from replay.damage.report import CaseResult
 
@@ -106,46 +107,67 @@ def run_case(config: Config, fixture: Fixture, case: Case) -> CaseResult:
         result.seconds = time.monotonic() - started
         if config.keep and (result.problems or config.only):
             _release_mounts(run)
+            result.notes.append(f"kept {workdir}: root/ (the store as the case left it), tmp/ (TMPDIR)")
         else:
             _remove(workdir)
     return result
 
 
 def _release_mounts(run: CaseRun) -> None:
-    """Unmount what the case left under its directory, but the store's own file
+    """Unmount what a kept case left under its directory, but the store's own file
     system (the full-disk cases keep the store on a tmpfs: unmount that by hand)."""
-    from eventstore.mounts import MNT_DETACH, mount_points, umount
-
-    root = os.path.realpath(run.root)
-    for point in sorted(mount_points(run.workdir) - {root}, key=len, reverse=True):
-        umount(point, MNT_DETACH)
-    if root in mount_points(run.workdir):
+    _unmount_below(run.workdir, spare=run.root)
+    if os.path.realpath(run.root) in _mounts(run.workdir):
         run.notes.append(f"kept {run.root} is a tmpfs: umount it when done")
 
 
+def _mounts(top: Path) -> set[str]:
+    from eventstore.mounts import mount_points
+
+    return mount_points(top)
+
+
+def _unmount_below(top: Path, spare: Path) -> None:
+    """Detach every mount at or below ``top`` but ``spare``, deepest first."""
+    from eventstore.mounts import MNT_DETACH, umount
+
+    keep = os.path.realpath(spare)
+    for _ in range(8):  # mounts stacked on one point come off one a round
+        points = sorted((p for p in _mounts(top) if p != keep), key=len, reverse=True)
+        if not points:
+            return
+        for point in points:
+            umount(point, MNT_DETACH)
+
+
 def _exercise(case: Case, run: CaseRun) -> list[str]:
-    problems: list[str] = []
+    """The documented commands, the remedy, and every check; the problems found."""
+    problems, hold = _before_remedy(case, run)
+    deleted = _remedy(case, run, problems)
+    problems += _after_remedy(case, run, hold, deleted)
+    problems += checks.check_conduct(run)
+    problems += checks.check_leftovers(run, _mounts(run.workdir))
+    # what is still mounted inside the root hides or fakes data: off before looking for it
+    _unmount_below(run.root, spare=run.root)
+    problems += checks.check_data(run, deleted)
+    return problems
+
+
+def _before_remedy(case: Case, run: CaseRun) -> tuple[list[str], CommandResult]:
+    """Reads, ``check``, ``log verify``, then the write, on the damaged store; the
+    problems found and the write's result."""
+    before = checks.fingerprint(run.root, run.workdir / "fingerprint")
     reads = [run.cli("reads", t, before_remedy=True) for t in read_commands(case.subject)]
-    problems += checks.check_truth(run, reads, case.reads == "may-refuse", case.compare_history)
+    problems = checks.check_truth(run, reads, case.reads == "may-refuse", case.compare_history)
     for extra in case.checks:
         problems += extra(run, "reads")
     first_check = run.cli("check", "check --content", before_remedy=True)
     if not case.heals and case.names is not None:
         problems += checks.check_named(run, first_check, case.names(run))
     run.cli("verify", "log verify", before_remedy=True)
+    problems += checks.check_unchanged(before, checks.fingerprint(run.root, run.workdir / "fingerprint"))
     hold = run.cli("write", f"hold --lease {WRITE_LEASE} {{{WRITE_SUBJECT}}}", before_remedy=True)
-    deleted = _remedy(case, run, problems)
-    problems += checks.check_remedied(run.cli("after", "check --content"))
-    problems += checks.check_write(run, hold, run.cli("after", f"refs {{{WRITE_SUBJECT}}}"))
-    probe = "rw" if case.probe in deleted else case.probe
-    if checks.probe_usable(run.cli("after", f"--json layer {{{probe}}}")):
-        mount = run.cli("after", f"mount {{{probe}}}")
-        umount = run.cli("after", f"umount {{{probe}}}") if mount.exit == OK else None
-        problems += checks.check_probe(mount, umount)
-    for extra in case.checks:
-        problems += extra(run, "after")
-    problems += checks.check_conduct(run)
-    return _leftovers_and_data(run, deleted, problems)
+    return problems, hold
 
 
 def _remedy(case: Case, run: CaseRun, problems: list[str]) -> set[str]:
@@ -164,19 +186,17 @@ def _remedy(case: Case, run: CaseRun, problems: list[str]) -> set[str]:
     return deleted
 
 
-def _leftovers_and_data(run: CaseRun, deleted: set[str], problems: list[str]) -> list[str]:
-    from eventstore.mounts import MNT_DETACH, mount_points, umount
-
-    problems += checks.check_leftovers(run, mount_points(run.workdir))
-    # what is mounted inside the root now hides or fakes data: off before looking for it
-    root = os.path.realpath(run.root)
-    for _ in range(8):
-        inside = sorted((p for p in mount_points(run.root) if p != root), key=len, reverse=True)
-        if not inside:
-            break
-        for point in inside:
-            umount(point, MNT_DETACH)
-    problems += checks.check_data(run, deleted)
+def _after_remedy(case: Case, run: CaseRun, hold: CommandResult, deleted: set[str]) -> list[str]:
+    """``check`` passes, the write's fate is right, the probe layer mounts."""
+    problems = checks.check_remedied(run.cli("after", "check --content"))
+    problems += checks.check_write(run, hold, run.cli("after", f"refs {{{WRITE_SUBJECT}}}"))
+    probe = "rw" if case.probe in deleted else case.probe
+    if checks.probe_usable(run.cli("after", f"--json layer {{{probe}}}")):
+        mount = run.cli("after", f"mount {{{probe}}}")
+        umount = run.cli("after", f"umount {{{probe}}}") if mount.exit == OK else None
+        problems += checks.check_probe(mount, umount)
+    for extra in case.checks:
+        problems += extra(run, "after")
     return problems
 
 
@@ -190,7 +210,8 @@ def _finish(run: CaseRun) -> list[str]:
     return problems
 
 
-def describe_fixture(fixture: Fixture, seconds: float) -> str:
-    return (f"store: {len(fixture.layers)} acknowledged layers, {len(fixture.segments())} log segments, "
-            f"{len(fixture.checkpoints())} checkpoints, driver {fixture.driver}, seed {fixture.seed} "
+def describe(fixture: Fixture, seconds: float) -> str:
+    """The report's first line: what was built."""
+    return (f"damage harness: driver {fixture.driver}, seed {fixture.seed}; {len(fixture.layers)} acknowledged "
+            f"layers, {len(fixture.segments())} log segments, {len(fixture.checkpoints())} checkpoints "
             f"(built in {seconds:.0f} s)")

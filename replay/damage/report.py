@@ -54,6 +54,8 @@ def report(config, header: str, results: list[CaseResult], out, seconds: float) 
             print(f"  {problem}", file=out)
         if len(r.problems) > MAX_PROBLEMS:
             print(f"  ... and {len(r.problems) - MAX_PROBLEMS} more", file=out)
+        for note in r.notes:
+            print(f"  note: {note}", file=out)
         print(f"  reproduce: {reproduce_command(config, r.name)}", file=out)
     print(f"({seconds:.0f} s)", file=out)
     print(f"{len(results)} damage cases, {counts['violation']} violations", file=out)

@@ -11,7 +11,8 @@ from replay.damage import checks
 from replay.damage.bytes import Skip, flip, swap, truncate
 from replay.damage.caserun import CaseRun
 from replay.damage.commands import ALLOWED, STORAGE, CommandResult, command_name, conduct_problems
-from replay.damage.fixture import Fixture, Layer, marker_path
+from replay.damage.fixture import Fixture, Layer
+from replay.damage.workload import marker_path
 from replay.damage.logbytes import SEGMENT_HEADER_SIZE, record_spans
 
 APP = "a" * 64
@@ -225,3 +226,36 @@ def test_byte_damage_refuses_what_it_cannot_do(tmp_path: Path):
     copy.write_bytes(path.read_bytes())
     with pytest.raises(Skip, match="identical"):
         swap(path, copy, "stale")
+
+
+# --- (i) reads change nothing ---------------------------------------------------------------------------
+
+def test_a_read_that_changes_the_store_is_reported(tmp_path: Path):
+    root = tmp_path / "root"
+    (root / "log").mkdir(parents=True)
+    (root / "log" / "1.wal").write_bytes(b"records")
+    before = checks.fingerprint(root, tmp_path / "scratch")
+    assert checks.check_unchanged(before, checks.fingerprint(root, tmp_path / "scratch")) == []
+    (root / "log" / "1.wal").write_bytes(b"record")  # a reader "cut a torn tail"
+    (root / "index.db").write_bytes(b"")
+    problems = checks.check_unchanged(before, checks.fingerprint(root, tmp_path / "scratch"))
+    assert problems == ["read-only commands changed the store: changed log/1.wal; created index.db"]
+
+
+def test_sqlite_folding_its_wal_into_index_db_is_no_change_but_new_rows_are(tmp_path: Path):
+    import sqlite3
+
+    root = tmp_path / "root"
+    root.mkdir()
+    writer = sqlite3.connect(root / "index.db", isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE layers (id TEXT)")
+    writer.execute("INSERT INTO layers VALUES ('a')")
+    assert (root / "index.db-wal").stat().st_size > 0  # the rows live in the WAL for now
+    before = checks.fingerprint(root, tmp_path / "scratch")
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # what a last reader's close does
+    assert checks.check_unchanged(before, checks.fingerprint(root, tmp_path / "scratch")) == []
+    writer.execute("INSERT INTO layers VALUES ('b')")
+    writer.close()
+    assert "changed index.db" in checks.check_unchanged(before, checks.fingerprint(root, tmp_path / "scratch"))[0]
