@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 SEGMENT_HEADER_SIZE = 64
+SEGMENT_UUID_OFFSET = 16  # 16 bytes: the store uuid
 RECORD_HEADER_SIZE = 24
+RECORD_LSN_OFFSET = 16  # 8 bytes: the LSN of the record's first event
 
 
 class RecordSpan(NamedTuple):
@@ -39,7 +41,7 @@ def record_spans(path: Path) -> list[RecordSpan]:
     while offset + RECORD_HEADER_SIZE <= len(data):
         length, = struct.unpack_from("<I", data, offset + 4)
         padding = data[offset + 9]
-        lsn, = struct.unpack_from("<Q", data, offset + 16)
+        lsn, = struct.unpack_from("<Q", data, offset + RECORD_LSN_OFFSET)
         end = offset + RECORD_HEADER_SIZE + length + padding
         if length == 0 or end > len(data):
             break

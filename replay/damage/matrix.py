@@ -5,8 +5,8 @@ what it did), the documented remedy (commands, and ``undo`` for the environment)
 what the store owes it:
 
 - ``heals``: the damage is to derived data (read models, checkpoints, overlay metadata)
-  or to the surroundings: reads answer, and answer the truth; ``check`` need not report
-  it. Otherwise ``check`` must exit 4 and name it (``names``).
+  or to the surroundings, which the store heals by itself (or the remedy undoes):
+  ``check`` need not report it. Otherwise ``check`` must exit 4 and name it (``names``).
 - ``reads``: ``answer`` (every read gives the undamaged store's answer) or
   ``may-refuse`` (a read may refuse with a documented code; if it answers, the truth).
 - ``subject``: the layer the reads ask about; ``probe``: the layer mounted after the
@@ -26,7 +26,7 @@ from pathlib import Path
 from replay.damage import environment
 from replay.damage.bytes import Skip, damage_pages, delete, flip, swap, truncate
 from replay.damage.caserun import CaseRun
-from replay.damage.logbytes import SEGMENT_HEADER_SIZE
+from replay.damage.logbytes import RECORD_LSN_OFFSET, SEGMENT_HEADER_SIZE, SEGMENT_UUID_OFFSET
 
 LOG_REMEDY = ("log repair", "recover")
 LAYER_REMEDY = ("delete --force {leaf}",)
@@ -74,8 +74,9 @@ def _record(run: CaseRun, segment: str, which: str):
 
 SEGMENT_DAMAGES: dict[str, Callable[[CaseRun, str, str], str]] = {
     "flip-payload": lambda run, seg, which: flip(run.path(seg), _record(run, seg, which).payload_middle),
-    "flip-record-header": lambda run, seg, which: flip(run.path(seg), _record(run, seg, which).offset + 16),
-    "flip-segment-header": lambda run, seg, which: flip(run.path(seg), 20),
+    "flip-record-header": lambda run, seg, which: flip(run.path(seg),
+                                                       _record(run, seg, which).offset + RECORD_LSN_OFFSET),
+    "flip-segment-header": lambda run, seg, which: flip(run.path(seg), SEGMENT_UUID_OFFSET + 4),
     "truncate-mid-record": lambda run, seg, which: truncate(run.path(seg), _record(run, seg, which).payload_middle),
     "truncate-at-record": lambda run, seg, which: truncate(run.path(seg), _record(run, seg, which).offset),
     "truncate-to-header": lambda run, seg, which: truncate(run.path(seg), SEGMENT_HEADER_SIZE),
