@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-log bench-open bench-cli bench-import crash-test clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import crash-test damage-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ crash-test: $(STAMP)
 	    done; \
 	done; done
 	LAYERSTORE_STATEFUL_EXAMPLES=$(CRASH_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/stateful
+
+# The whole damage matrix (docs/damage-testing.md) on each driver, a few minutes each;
+# `make test` runs a CI-sized part of it (tests/damage/). Every driver runs even when
+# one finds violations; the target fails if any did.
+DAMAGE_DRIVERS ?= vfs overlay
+damage-test: $(STAMP)
+	status=0; for driver in $(DAMAGE_DRIVERS); do \
+	    $(BIN)/python -m replay.damage --driver $$driver || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info

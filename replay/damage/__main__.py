@@ -1,0 +1,5 @@
+import sys
+
+from replay.damage import main
+
+sys.exit(main())
