@@ -163,6 +163,16 @@ class ContentRejected(Event, tag="content-rejected"):
     reason: str = ""
 
 
+class OrphanKept(Event, tag="orphan-kept"):
+    """Recovery found data no event accounts for and could not remove it safely (a
+    filesystem someone mounted inside, a file the kernel refuses to unlink): it is left
+    where it is, for the operator, with the reason."""
+
+    layer: str
+    what: str = ""
+    reason: str = ""
+
+
 AnyEvent = (
     LayerCreated
     | LayerCompleted
@@ -179,6 +189,7 @@ AnyEvent = (
     | LayerQuarantined
     | OrphanRemoved
     | ContentRejected
+    | OrphanKept
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

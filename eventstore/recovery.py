@@ -13,10 +13,14 @@ event accounts for) lists the driver's directory, so it runs once per boot and o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from eventstore import events as ev
 from eventstore import faults, process
+from eventstore.errors import LayerStoreError
+from eventstore.names import shown
+from eventstore.removal import remove_tree
 from eventstore.state import LayerRecord
 
 if TYPE_CHECKING:
@@ -96,15 +100,27 @@ def _sweep_orphans(store: "LayerStore", actions: list[str]) -> None:
     for layer_id in sorted(store.driver.layers() - known):
         _start(store, actions)
         faults.point("recovery.before-orphan")
-        store.driver.remove(layer_id)
-        store._append(ev.OrphanRemoved(layer=layer_id, what="driver data"))
-        actions.append(f"removed orphan driver data {layer_id}")
+        _remove_orphan(store, actions, layer_id, "driver data", layer_id,
+                       lambda: store.driver.remove(layer_id))
     tarsplit_dir = store.root / "tarsplit"
     if tarsplit_dir.is_dir():
         for path in sorted(tarsplit_dir.iterdir()):
             layer_id = path.name.split(".", 1)[0]
             if layer_id not in known:
                 _start(store, actions)
-                path.unlink()
-                store._append(ev.OrphanRemoved(layer=layer_id, what="tar-split"))
-                actions.append(f"removed orphan tar-split {path.name}")
+                _remove_orphan(store, actions, layer_id, "tar-split", path.name, lambda: remove_tree(path))
+
+
+def _remove_orphan(store: "LayerStore", actions: list[str], layer_id: str, what: str, label: str,
+                   remove: Callable[[], None]) -> None:
+    """Remove one orphan; one that cannot be removed safely (a filesystem someone
+    mounted inside it) is kept and reported, and the sweep goes on."""
+    try:
+        remove()
+    except (LayerStoreError, OSError) as exc:
+        reason = shown(exc)
+        store._append(ev.OrphanKept(layer=layer_id, what=what, reason=reason))
+        actions.append(f"kept orphan {what} {shown(label)}: {reason}")
+        return
+    store._append(ev.OrphanRemoved(layer=layer_id, what=what))
+    actions.append(f"removed orphan {what} {shown(label)}")

@@ -188,7 +188,8 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
             if state.get(event.layer) is not None:
                 state.drop(event.layer)
             return
-        case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved():
+        case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved() \
+                | ev.OrphanKept():
             return
     layer_id = getattr(event, "layer", None)
     old = state.get(layer_id) if layer_id else None

@@ -461,6 +461,7 @@ class LayerStore:
             if rec.incomplete and not rec.deleting and rec.owner and process.is_alive(rec.owner) \
                     and rec.owner != self.process:
                 raise errors.LayerIncomplete(f"layer {rec.id}: still being created by pid {rec.owner.pid}")
+            self.driver.check_removable(rec.id)  # a volume mounted inside: refused, nothing logged
             if rec.mount_count and force:
                 if not rec.deleting:
                     # the other rules (held, parent) first, on the state the unmount would

@@ -38,7 +38,6 @@ import os
 import re
 import resource
 import secrets
-import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -47,7 +46,10 @@ import msgspec
 
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
-from eventstore.errors import DriverError
+from eventstore.errors import DriverError, ForeignMount, LayerStoreError
+from eventstore.mounts import mount_table, mounts_under, real_path
+from eventstore.private import make_dir
+from eventstore.removal import refuse_mounts, remove_tree
 from eventstore.retry import on_ebusy
 
 MAX_DEPTH = 128
@@ -62,7 +64,6 @@ UMOUNT_NOFOLLOW = 8
 MNT_DETACH = 2
 
 _SHORT_NAME_RE = re.compile(rf"^[A-Z0-9]{{{SHORT_NAME_LENGTH}}}$")
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 faults.declare("driver.overlay.create.half-done", "overlay: directories made, short link not yet")
 faults.declare("driver.overlay.mount", "overlay: about to mount(2)")
@@ -109,17 +110,10 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
     """Every mount point of this process's mount namespace, as ``mountinfo`` lists them.
 
     The kernel writes space, tab, newline and backslash in a path as ``\\ooo`` octal
-    escapes; they are undone here so the paths compare equal to ``os.path.realpath``.
+    escapes; they are undone (by ``eventstore.mounts``) so the paths compare equal to
+    ``os.path.realpath``.
     """
-    with open(mountinfo, "rb") as f:
-        lines = f.read().splitlines()
-    found = set()
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 4:
-            raw = _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4])
-            found.add(os.fsdecode(raw))
-    return found
+    return {m.point for m in mount_table(mountinfo)}
 
 
 class OverlayDriver(Driver):
@@ -150,26 +144,32 @@ class OverlayDriver(Driver):
         layer = self._dir(layer_id)
         # the parent is checked before anything is made, so a refusal leaves no trace
         lower = self._lower_for_child(layer_id, parent_id) if parent_id is not None else None
-        self.links_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.home, parents=True)
+        make_dir(self.links_dir)
         try:
             layer.mkdir(mode=0o700)
         except FileExistsError:
             raise DriverError(f"layer {layer_id}: already exists in the overlay driver") from None
+        os.chmod(layer, 0o700)  # exact, whatever the umask
         try:
             self._populate(layer_id, layer, lower)
         except BaseException as err:
-            self._discard(layer_id, layer)
+            try:
+                self._discard(layer_id, layer)
+            except LayerStoreError:
+                pass  # left for recovery, which removes it or says why not
             if isinstance(err, OSError):
                 raise DriverError(f"layer {layer_id}: create failed: {err.strerror or err}") from err
             raise
 
     def _populate(self, layer_id: str, layer: Path, lower: str | None) -> None:
-        (layer / "diff").mkdir(mode=0o755)
-        (layer / "work").mkdir(mode=0o700)
-        (layer / "merged").mkdir(mode=0o700)
-        if lower is None:
-            (layer / "empty").mkdir(mode=0o755)
-        else:
+        # diff/ (and empty/) is the container's "/" (its mode is the content's); work/
+        # and merged/ are the store's. Exact modes, whatever the umask.
+        for name, mode in [("diff", 0o755), ("work", 0o700), ("merged", 0o700)] + \
+                ([("empty", 0o755)] if lower is None else []):
+            (layer / name).mkdir(mode=mode)
+            os.chmod(layer / name, mode)
+        if lower is not None:
             (layer / "lower").write_text(lower)
         faults.point("driver.overlay.create.half-done")
         self._make_short_link(layer_id, layer)
@@ -199,6 +199,9 @@ class OverlayDriver(Driver):
 
     def remove(self, layer_id: str) -> None:
         layer = self._dir(layer_id)
+        # what someone else mounted inside refuses the removal before anything changes,
+        # our own overlay on merged/ included (a refused delete leaves it mounted)
+        self.check_removable(layer_id)
         # unmount first: deleting through a live mount would reach into the lower layers;
         # a mount still busy raises here and nothing is deleted
         self.unmount(layer_id)
@@ -206,13 +209,22 @@ class OverlayDriver(Driver):
         self._discard(layer_id, layer)
 
     def _discard(self, layer_id: str, layer: Path) -> None:
-        self._remove_short_link(layer_id, layer)
         try:
-            shutil.rmtree(layer)
-        except FileNotFoundError:
-            pass
+            refuse_mounts(layer)  # before the short link goes: a refusal changes nothing
+            self._remove_short_link(layer_id, layer)
+            remove_tree(layer)
+        except ForeignMount as err:
+            raise ForeignMount(f"layer {layer_id}: {err}", err.mount_point) from None
         except OSError as err:
-            raise DriverError(f"layer {layer_id}: cannot remove {err.filename}: {err.strerror}") from err
+            where = f" {err.filename}" if err.filename else ""
+            raise DriverError(f"layer {layer_id}: cannot remove{where}: {err.strerror or err}") from err
+
+    def foreign_mounts(self, layer_id: str) -> list[str]:
+        """Every mount at or below ``<home>/<id>`` but the layer's own overlay on
+        ``merged`` (stacked ones included: ``unmount`` peels those off)."""
+        layer = self._dir(layer_id)
+        merged = real_path(layer / "merged")
+        return [m.point for m in mounts_under(layer) if not (m.point == merged and m.fstype == "overlay")]
 
     def _remove_short_link(self, layer_id: str, layer: Path) -> None:
         try:
@@ -450,4 +462,7 @@ def _probe_mount(base: Path) -> str | None:
     except OSError as err:
         return f"a test overlay mount on {base} failed: {err.strerror or err}"
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        try:
+            remove_tree(probe)
+        except (LayerStoreError, OSError):
+            pass  # a probe left in a temp dir is harmless; going through a mount is not
