@@ -21,6 +21,7 @@ import msgspec
 
 from eventstore import faults
 from eventstore.fsutil import fsync_dir, write_atomic
+from eventstore.private import make_dir
 from eventstore.log import Position
 from eventstore.log.format import crc32c
 from eventstore.state import LayerRecord, State
@@ -58,7 +59,7 @@ def write(root: Path, store_uuid: uuidlib.UUID, position: Position, layers: list
     """Write the state at ``position`` (the LSN before ``position.lsn``) atomically."""
     directory = checkpoint_dir(root)
     if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dir(directory, parents=True)
         fsync_dir(directory.parent)
     lsn = position.lsn - 1
     body = _encoder.encode(CheckpointBody(lsn, tuple(position), layers))

@@ -27,7 +27,9 @@ from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
 from eventstore.log.format import HEADER_SIZE, decode_header
 from eventstore.log.reader import read_header
 from eventstore.log.segment import list_segments
-from eventstore.names import check_digest, check_id, check_name
+from eventstore.inputs import check_create
+from eventstore.names import check_name, check_names
+from eventstore.private import check_access, make_dir, make_root, secure_store
 from eventstore.state import LayerRecord, apply, check
 
 for _name, _doc in [
@@ -118,12 +120,17 @@ class LayerStore:
              segment_size: int = DEFAULT_SEGMENT_SIZE) -> "LayerStore":
         """Open (creating if needed) the store at ``root``: take the log, bring the read
         models up to date, and (unless ``readonly`` or ``recover=False``) recover."""
+        if not os.fspath(root):
+            raise errors.InvalidArgument("the store root is empty: name a directory")
         root = Path(root)
+        check_access(root, write=not readonly)
         if not readonly:
-            root.mkdir(parents=True, exist_ok=True)
+            make_root(root)
         elif not (root / "log").is_dir():
             raise errors.StorageError(f"no layer store at {root}")
         driver_name, new_store = cls._driver_name(root, driver, readonly)
+        if not readonly:
+            secure_store(root, driver_name)  # 0700/0600, older stores included (docs/security.md)
         index = _open_index(root / "index.db")
         store = None
         try:
@@ -375,7 +382,7 @@ class LayerStore:
 
             tarsplit = self.tarsplit_path(layer_id)
             if not tarsplit.parent.is_dir():
-                tarsplit.parent.mkdir(parents=True, exist_ok=True)
+                make_dir(tarsplit.parent)
                 fsync_dir(self.root)
             imported = import_layer(content, self.driver.diff_path(layer_id), tarsplit,
                                     whiteout_format=self.driver.whiteout_format,

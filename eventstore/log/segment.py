@@ -10,6 +10,7 @@ from pathlib import Path
 from eventstore import faults
 from eventstore.events import SCHEMA_VERSION
 from eventstore.fsutil import fsync_dir
+from eventstore.private import FILE_MODE
 from eventstore.log.format import FORMAT_VERSION, HEADER_SIZE, SegmentHeader, encode_header
 
 SEGMENT_RE = re.compile(r"^(\d{16})\.wal$")
@@ -42,7 +43,7 @@ def create_segment(log_dir: Path, store_uuid: uuidlib.UUID, number: int, first_l
     header = SegmentHeader(FORMAT_VERSION, SCHEMA_VERSION, store_uuid, number, first_lsn)
     path = log_dir / segment_name(number)
     tmp = log_dir / f".{segment_name(number)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         data = encode_header(header)
         assert len(data) == HEADER_SIZE

@@ -24,6 +24,7 @@ from eventstore import faults
 from eventstore.errors import CorruptLog, LogClosed, StorageError
 from eventstore.events import Event, decode_batch, encode_batch
 from eventstore.fsutil import fsync_dir
+from eventstore.private import FILE_MODE, make_dir
 from eventstore.log.format import HEADER_SIZE, SegmentHeader, decode_header, encode_record
 from eventstore.log.reader import Damage, RawRecord, read_from, read_header, scan
 from eventstore.log.segment import create_segment, list_segments, remove_temp_files, segment_name
@@ -100,13 +101,13 @@ class EventLog:
         the end, repair a torn tail when ``writer``, raise ``CorruptLog`` on corruption."""
         log_dir = Path(root) / "log"
         if create and not log_dir.is_dir():
-            log_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(log_dir, parents=True)
             fsync_dir(log_dir.parent)
         if not log_dir.is_dir():
             raise StorageError(f"no log at {log_dir}")
         log = cls(log_dir, segment_size, writer, listener)
         if writer:
-            log._lock_fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            log._lock_fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             with log._locked_if_writer():
                 log._load(create, resume)

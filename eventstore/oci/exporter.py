@@ -109,7 +109,7 @@ def _open_layout(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise errors.InvalidArgument(f"{path}: exists and is not an OCI image layout")
     (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    write_atomic(path / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+    write_atomic(path / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode(), mode=0o644)
     fsync_dir(path.parent if path.parent != path else path)
     return path
 
@@ -163,7 +163,7 @@ def _set_tag(layout: Path, tag: str, descriptor: dict) -> None:
     kept = [d for d in index.get("manifests", [])
             if not (isinstance(d, dict) and d.get("annotations", {}).get(REF_NAME) == tag)]
     index["manifests"] = [*kept, descriptor]
-    write_atomic(where, json.dumps(index, separators=(",", ":")).encode())
+    write_atomic(where, json.dumps(index, separators=(",", ":")).encode(), mode=0o644)
 
 
 class _BlobWriter:
