@@ -67,6 +67,12 @@ class _OnlyOne:
         return self._Ignored()
 
 
+def size_argument(text: str) -> int:
+    from eventstore.sizes import size_argument
+
+    return size_argument(text)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
     p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
@@ -84,7 +90,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--writable", action="store_true")
     c.add_argument("--compressed-digest")
     c.add_argument("--diff-digest")
-    c.add_argument("--max-size", type=int, default=None, help="refuse content larger than this (uncompressed bytes)")
+    c.add_argument("--max-size", type=size_argument, default=None,
+                   help="refuse content larger than this (uncompressed; 10k, 64M, 64G: powers of 1024)")
     c.add_argument("file", nargs="?")
 
     t = sub.add_parser("layers", help="list layers")
@@ -179,15 +186,19 @@ def emit_json(value) -> None:
 
 
 def print_layer(rec) -> None:
+    from eventstore.names import shown
+
     for key, value in layer_json(rec).items():
         if isinstance(value, list):
             value = ", ".join(value)
-        print(f"{key}: {value}")
+        print(f"{key}: {shown(value)}")  # a name logged before names were checked stays one line
 
 
 def print_tree(layers: list[dict]) -> None:
     """Draw the parent/child forest (layers as from ``listing``), iteratively: chains
     can be deeper than Python's recursion limit."""
+    from eventstore.names import shown
+
     ids = {r["id"] for r in layers}
     by_parent: dict[str | None, list] = {}
     for rec in layers:
@@ -197,7 +208,7 @@ def print_tree(layers: list[dict]) -> None:
     out = []
     while stack:
         rec, prefix, last = stack.pop()
-        label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "")
+        label = rec["id"][:12] + (f" ({shown(', '.join(rec['names']))})" if rec["names"] else "")
         if rec["incomplete"]:
             label += " [incomplete]"
         out.append(f"{prefix}{'└── ' if last else '├── '}{label}")
@@ -225,10 +236,18 @@ def run(args) -> int:
     cmd = args.command
     if cmd == "failpoints":
         return cmd_failpoints(args)
+    from eventstore.private import check_access
+
+    check_access(args.root, write=False)  # a user who may not read it: one line, not a traceback
     if cmd == "log":
         return cmd_log(args)
     if cmd == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
         return 1
+    if cmd == "create":  # every argument checked before the store is opened (docs/security.md)
+        from eventstore.inputs import check_create, open_content
+
+        check_create(args.layer_id, args.name, args.compressed_digest, args.diff_digest, args.max_size)
+        args.content = open_content(args.file)
     if cmd in FAST_READS:
         from eventstore.query import open_reader
 
@@ -246,11 +265,7 @@ def run(args) -> int:
 
 
 def cmd_create(store, args) -> int:
-    content = None
-    if args.file == "-":
-        content = sys.stdin.buffer
-    elif args.file:
-        content = open(args.file, "rb")
+    content = args.content  # opened (and checked) by ``run``
     progress = None
     if content is not None and sys.stderr.isatty():
         from eventstore.progress import Progress
@@ -277,7 +292,9 @@ def cmd_layers(store, args) -> int:
     if args.tree:
         print_tree(layers)
     elif layers:
-        print("\n".join(f"{r['id']}{'  ' + ', '.join(r['names']) if r['names'] else ''}"
+        from eventstore.names import shown
+
+        print("\n".join(f"{r['id']}{'  ' + shown(', '.join(r['names'])) if r['names'] else ''}"
                         f"{' [incomplete]' if r['incomplete'] else ''}" for r in layers))
     return 0
 
@@ -422,8 +439,10 @@ def cmd_history(store, args) -> int:
         return 0
     import json
 
+    from eventstore.names import shown
+
     for e in entries:
-        who = f"pid {e.actor['pid']} uid {e.actor['uid']} {e.actor['program']}".strip()
+        who = shown(f"pid {e.actor['pid']} uid {e.actor['uid']} {e.actor['program']}".strip())
         extra = f"  {json.dumps(e.details)}" if e.details else ""
         print(f"{e.lsn:>8}  {iso_time(e.time)}  {e.type:<24} {(e.layer or '-')[:12]:<12}  {who}{extra}")
     return 0
@@ -569,21 +588,28 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    for option in ("root", "driver"):
+        if getattr(args, option) == "":
+            parser.error(f"--{option} is empty")  # not "the default": an unset variable, most likely
     args.root = args.root or default_root()
     from eventstore.errors import LayerStoreError
+    from eventstore.names import shown
 
     try:
         return run(args)
     except LayerStoreError as exc:
-        print(f"layerstore: {exc}", file=sys.stderr)
+        # escaped: a message may quote caller input, and no escape may reach a terminal
+        print(f"layerstore: {shown(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"layerstore: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"layerstore: {shown(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 1
 
 

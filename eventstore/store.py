@@ -326,13 +326,9 @@ class LayerStore:
         handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
         same event batch that completes it (no delete can come between).
         """
-        if layer_id is not None:
-            check_id(layer_id)
-        names = [check_name(n) for n in names]
-        if compressed_digest:
-            check_digest(compressed_digest)
-        if diff_digest:
-            check_digest(diff_digest)
+        # every argument checked before the first event (docs/security.md)
+        checked = check_create(layer_id, names, compressed_digest, diff_digest, max_size, mount_label)
+        names, max_size = checked.names, checked.max_size
         with self._deciding():
             parent_id = self._complete(parent).id if parent else None
             if layer_id is not None:
@@ -422,7 +418,7 @@ class LayerStore:
     # --- names --------------------------------------------------------------------------------
 
     def set_names(self, ref: str, names: list[str]) -> None:
-        names = [check_name(n) for n in names]
+        names = check_names(names)
         with self._deciding():
             self._append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
 
@@ -431,6 +427,8 @@ class LayerStore:
     def _holder(self, lease: str | None, holder: Holder | None) -> Holder:
         if lease is not None:  # an empty lease is invalid, not "no lease"
             return Holder(lease=check_name(lease, "lease"))
+        if holder is not None and holder.lease:
+            check_name(holder.lease, "lease")
         return holder or self.owner
 
     def hold(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:

@@ -21,6 +21,7 @@ import msgspec
 
 from eventstore import errors
 from eventstore.fsutil import fsync_dir, write_atomic
+from eventstore.names import check_tag
 from eventstore.oci.layout import (
     LAYOUT_VERSION, MAX_JSON_SIZE, OCI_CONFIG, OCI_LAYER_TYPE, OCI_MANIFEST, REF_NAME, ImageRejected, Platform,
 )
@@ -62,8 +63,7 @@ def export_oci(store: LayerStore, ref: str, path: str | os.PathLike, tag: str = 
     missing), tagged ``tag`` (an image with that tag already there is replaced)."""
     if compression not in COMPRESSIONS:
         raise errors.InvalidArgument(f"compression {compression!r}: want one of {', '.join(COMPRESSIONS)}")
-    if not tag or any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        raise errors.InvalidArgument(f"invalid tag {tag!r}")
+    check_tag(tag)
     platform = platform or host_platform()
     top = store.lookup(ref).id
     # a parent cannot be deleted while it has a child, so holding the top holds the chain
