@@ -10,8 +10,8 @@ from pathlib import Path
 from eventstore import faults
 from eventstore.events import SCHEMA_VERSION
 from eventstore.fsutil import fsync_dir
-from eventstore.private import FILE_MODE
 from eventstore.log.format import FORMAT_VERSION, HEADER_SIZE, SegmentHeader, encode_header
+from eventstore.private import FILE_MODE
 
 SEGMENT_RE = re.compile(r"^(\d{16})\.wal$")
 

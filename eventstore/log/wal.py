@@ -24,11 +24,11 @@ from eventstore import faults
 from eventstore.errors import CorruptLog, LogClosed, StorageError
 from eventstore.events import Event, decode_batch, encode_batch
 from eventstore.fsutil import fsync_dir
-from eventstore.private import FILE_MODE, make_dir
 from eventstore.log.format import HEADER_SIZE, SegmentHeader, decode_header, encode_record
 from eventstore.log.reader import Damage, RawRecord, read_from, read_header, scan
 from eventstore.log.segment import create_segment, list_segments, remove_temp_files, segment_name
 from eventstore.log.writer import GroupCommitter
+from eventstore.private import FILE_MODE, make_dir
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 

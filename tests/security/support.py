@@ -17,7 +17,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tests.recovery.support import child_env, last_lsn_on_disk, run_cli  # noqa: F401 (re-exported)
+from tests.recovery.support import child_env, run_cli
 
 NOBODY = 65534
 

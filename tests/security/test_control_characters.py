@@ -48,18 +48,38 @@ def assert_quoted(err: str, bad: str) -> None:
             assert c not in err, repr(err)
 
 
-@pytest.mark.parametrize("bad", CASES, ids=IDS)
-def test_the_cli_refuses_it_in_a_name_a_lease_and_a_tag(made: Path, bad: str):
+def cli_in_process(capfd, root: Path, *args: str) -> tuple[int, str]:
+    """``layerstore --root ROOT ARGS`` in this process (the same code as the command,
+    without a Python start per call): exit code and stderr."""
+    from eventstore.cli import main
+
+    capfd.readouterr()
+    code = main(["--root", str(root), *args])
+    return code, capfd.readouterr().err
+
+
+def test_the_cli_refuses_every_one_in_a_name_a_lease_and_a_tag(made: Path, capfd):
     root = made
     base = ok(root, "create", "--name", "base")
     lsn = last_lsn_on_disk(root)
-    for args in (["create", "--name", bad], ["create", "--name", "fine", "--name", bad],
-                 ["hold", "--lease", bad, base], ["release", "--lease", bad, base],
-                 ["import-oci", f"{root}/nowhere:{bad}"], ["export-oci", base, f"{root}/out:{bad}"]):
-        err = one_line_error(cli(root, *args), 2)
-        assert_quoted(err, bad)
+    for bad in CASES:
+        for args in (["create", "--name", bad], ["create", "--name", "fine", "--name", bad],
+                     ["hold", "--lease", bad, base], ["release", "--lease", bad, base],
+                     ["import-oci", f"{root}/nowhere:{bad}"], ["export-oci", base, f"{root}/out:{bad}"]):
+            code, err = cli_in_process(capfd, root, *args)
+            assert code == 2, (args, err)
+            assert err.count("\n") == 1 and err[:-1].isprintable(), repr(err)
+            assert_quoted(err, bad)
     assert last_lsn_on_disk(root) == lsn
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["\u009b31m", "evil\u202egnp.exe", "a\u2028b"], ids=repr)
+def test_the_command_refuses_it_in_one_printable_line(made: Path, bad: str):
+    lsn = last_lsn_on_disk(made)
+    assert_quoted(one_line_error(cli(made, "create", "--name", bad), 2), bad)
+    assert_quoted(one_line_error(cli(made, "hold", "--lease", bad, "x"), 2), bad)
+    assert last_lsn_on_disk(made) == lsn
 
 
 @pytest.mark.parametrize("bad", CASES, ids=IDS)

@@ -18,7 +18,7 @@ from eventstore.store import LayerStore
 from tests.recovery.support import child_env, spawn_cli, wait_for_driver_work
 from tests.store.support import last_lsn_on_disk, snapshot
 
-from .support import cli, ok, one_line_error, run_shell, tar_of
+from .support import cli, one_line_error, run_shell, tar_of
 
 
 @pytest.fixture
