@@ -236,7 +236,7 @@ def run(args) -> int:
     cmd = args.command
     if cmd == "failpoints":
         return cmd_failpoints(args)
-    from eventstore.private import check_access
+    from eventstore.access import check_access
 
     check_access(args.root, write=False)  # a user who may not read it: one line, not a traceback
     if cmd == "log":

@@ -27,8 +27,6 @@ import os
 import stat
 from pathlib import Path
 
-from eventstore.errors import AccessDenied
-from eventstore.names import shown
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -132,31 +130,3 @@ def create_private_file(path: str | os.PathLike) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
     except FileExistsError:
         pass
-
-
-def check_access(root: str | os.PathLike, write: bool) -> None:
-    """AccessDenied, one line, when this user may not read (or ``write``) the store at
-    ``root``; nothing when it may, or when there is no store there yet."""
-    for path in (os.fspath(root), os.path.join(root, "log")):
-        try:
-            st = os.stat(path)
-        except PermissionError:
-            raise AccessDenied(f"cannot reach the layer store at {shown(root)}: permission denied on "
-                               "a directory on the way") from None
-        except OSError:
-            return  # missing (a new store), or not a directory: the open says which
-        if not _may(path, os.R_OK | os.X_OK):
-            raise AccessDenied(f"cannot read the layer store at {shown(root)}: permission denied on {shown(path)} "
-                               f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); "
-                               "run as its owner")
-        if write and not _may(path, os.W_OK):
-            if os.statvfs(path).f_flag & os.ST_RDONLY:
-                raise AccessDenied(f"cannot change the layer store at {shown(root)}: it is on a read-only "
-                                   "filesystem (reads work)")
-            raise AccessDenied(f"cannot change the layer store at {shown(root)}: permission denied on {shown(path)} "
-                               f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); "
-                               "run as its owner")
-
-
-def _may(path: str, mode: int) -> bool:
-    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)

@@ -19,17 +19,18 @@ from typing import BinaryIO
 
 from eventstore import errors, faults, process
 from eventstore import events as ev
+from eventstore.access import check_access
 from eventstore.drivers import Driver, default_driver, open_driver
 from eventstore.events import Holder, stamp
 from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.index import Index
+from eventstore.inputs import check_create
 from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
 from eventstore.log.format import HEADER_SIZE, decode_header
 from eventstore.log.reader import read_header
 from eventstore.log.segment import list_segments
-from eventstore.inputs import check_create
 from eventstore.names import check_name, check_names
-from eventstore.private import check_access, make_dir, make_root, secure_store
+from eventstore.private import make_dir, make_root, secure_store
 from eventstore.state import LayerRecord, apply, check
 
 for _name, _doc in [

@@ -126,8 +126,8 @@ def cli_as_nobody(root: Path, *args: str) -> tuple[int, str]:
 
     import eventstore.cli as cli_module
 
-    for name in ("eventstore.store", "eventstore.query", "eventstore.private", "eventstore.inputs",
-                 "eventstore.sizes", "eventstore.log.repair", "replay.audit", "replay.verify"):
+    for name in ("eventstore.store", "eventstore.query", "eventstore.access", "eventstore.private",
+                 "eventstore.inputs", "eventstore.sizes", "eventstore.log.repair", "replay.audit", "replay.verify"):
         importlib.import_module(name)
 
     read_end, write_end = os.pipe()
