@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from eventstore import faults
 from eventstore.fsutil import fsync_dir, write_atomic
+from eventstore.private import make_dir
 from eventstore.log.format import crc32c
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def write(root: Path, store_uuid: uuidlib.UUID, position: "Position", fingerprin
 
     directory = checkpoint_dir(root)
     if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dir(directory, parents=True)
         fsync_dir(directory.parent)
     lsn = position.lsn - 1
     head = HEADER.pack(MAGIC, VERSION, store_uuid.bytes, lsn, *position, *(fingerprint or (0, 0, 0, 0)))

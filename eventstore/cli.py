@@ -57,15 +57,19 @@ class Command:
     arguments: tuple[Arg, ...] = ()
     aliases: tuple[str, ...] = ()
     access: str = WRITE
+    #: checks (and opens) the command's input before the store is opened: nothing is
+    #: logged, not even by recovery, for a command whose arguments are wrong
+    prepare: Callable[..., None] | None = None
 
 
 COMMANDS: dict[str, Command] = {}  # by name and by every alias
 
 
-def command(name: str, help: str, *arguments: Arg, aliases: tuple[str, ...] = (), access: str = WRITE):
+def command(name: str, help: str, *arguments: Arg, aliases: tuple[str, ...] = (), access: str = WRITE,
+            prepare: Callable[..., None] | None = None):
     """Declare the decorated function as the handler of command ``name``."""
     def register(handler: Callable[..., int]) -> Callable[..., int]:
-        declared = Command(name, help, handler, arguments, aliases, access)
+        declared = Command(name, help, handler, arguments, aliases, access, prepare)
         for word in (name, *aliases):
             COMMANDS[word] = declared
         return handler
@@ -94,6 +98,12 @@ def find_command(argv: list[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
+
+
+def size_argument(text: str) -> int:
+    from eventstore.sizes import size_argument
+
+    return size_argument(text)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -161,10 +171,12 @@ def emit(args, value: dict, text: str) -> None:
 
 
 def print_layer(rec) -> None:
+    from eventstore.names import shown
+
     for key, value in layer_json(rec).items():
         if isinstance(value, list):
             value = ", ".join(value)
-        print(f"{key}: {value}")
+        print(f"{key}: {shown(value)}")  # a name logged before names were checked stays one line
 
 
 def flags(rec: dict) -> str:
@@ -175,6 +187,8 @@ def flags(rec: dict) -> str:
 def print_tree(layers: list[dict]) -> None:
     """Draw the parent/child forest (layers as from ``listing``), iteratively: chains
     can be deeper than Python's recursion limit."""
+    from eventstore.names import shown
+
     ids = {r["id"] for r in layers}
     by_parent: dict[str | None, list] = {}
     for rec in layers:
@@ -184,7 +198,7 @@ def print_tree(layers: list[dict]) -> None:
     out = []
     while stack:
         rec, prefix, last = stack.pop()
-        label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "") + flags(rec)
+        label = rec["id"][:12] + (f" ({shown(', '.join(rec['names']))})" if rec["names"] else "") + flags(rec)
         out.append(f"{prefix}{'└── ' if last else '├── '}{label}")
         children = by_parent.get(rec["id"], [])
         child_prefix = prefix + ("    " if last else "│   ")
@@ -215,6 +229,12 @@ def run(args) -> int:
     from eventstore.query import sqlite_problem
 
     cmd = COMMANDS[args.command]
+    if cmd.name != "failpoints":
+        from eventstore.access import check_access
+
+        check_access(args.root, write=False)  # a user who may not read it: one line, not a traceback
+    if cmd.prepare is not None:
+        cmd.prepare(args)
     if cmd.access == NONE:
         return cmd.handler(args)
     state = {"appended": 0}
@@ -259,14 +279,11 @@ def _run_once(cmd: Command, args, state: dict, rebuild: bool) -> int:
 @command("create", "create a layer, optionally from a tar (FILE or - for stdin)",
          arg("--id", dest="layer_id"), arg("--parent"), arg("--name", action="append", default=[]),
          arg("--writable", action="store_true"), arg("--compressed-digest"), arg("--diff-digest"),
-         arg("--max-size", type=int, default=None, help="refuse content larger than this (uncompressed bytes)"),
-         arg("file", nargs="?"))
+         arg("--max-size", type=size_argument, default=None,
+             help="refuse content larger than this (uncompressed; 10k, 64M, 64G: powers of 1024)"),
+         arg("file", nargs="?"), prepare=lambda args: _prepare_create(args))
 def cmd_create(store, args) -> int:
-    content = None
-    if args.file == "-":
-        content = sys.stdin.buffer
-    elif args.file:
-        content = open(args.file, "rb")
+    content = args.content  # opened (and checked) by ``run``
     progress = None
     if content is not None and sys.stderr.isatty():
         from eventstore.progress import Progress
@@ -285,8 +302,18 @@ def cmd_create(store, args) -> int:
     return 0
 
 
+def _prepare_create(args) -> None:
+    # every argument checked, and the input opened, before the store is (docs/security.md)
+    from eventstore.inputs import check_create, open_content
+
+    check_create(args.layer_id, args.name, args.compressed_digest, args.diff_digest, args.max_size)
+    args.content = open_content(args.file)
+
+
 @command("layers", "list layers", arg("--tree", action="store_true"), access=FAST)
 def cmd_layers(reader, args) -> int:
+    from eventstore.names import shown
+
     if args.json:
         emit_json([layer_json(r) for r in reader.layers()])
         return 0
@@ -294,7 +321,8 @@ def cmd_layers(reader, args) -> int:
     if args.tree:
         print_tree(layers)
     elif layers:
-        print("\n".join(f"{r['id']}{'  ' + ', '.join(r['names']) if r['names'] else ''}{flags(r)}" for r in layers))
+        print("\n".join(f"{r['id']}{'  ' + shown(', '.join(r['names'])) if r['names'] else ''}{flags(r)}"
+                        for r in layers))
     return 0
 
 
@@ -421,8 +449,10 @@ def cmd_history(store, args) -> int:
         return 0
     import json
 
+    from eventstore.names import shown
+
     for e in entries:
-        who = f"pid {e.actor['pid']} uid {e.actor['uid']} {e.actor['program']}".strip()
+        who = shown(f"pid {e.actor['pid']} uid {e.actor['uid']} {e.actor['program']}".strip())
         extra = f"  {json.dumps(e.details)}" if e.details else ""
         print(f"{e.lsn:>8}  {iso_time(e.time)}  {e.type:<24} {(e.layer or '-')[:12]:<12}  {who}{extra}")
     return 0
@@ -627,21 +657,28 @@ def cmd_export_oci(store, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    for option in ("root", "driver"):
+        if getattr(args, option) == "":
+            parser.error(f"--{option} is empty")  # not "the default": an unset variable, most likely
     args.root = args.root or default_root()
     from eventstore.errors import LayerStoreError
+    from eventstore.names import shown
 
     try:
         return run(args)
     except LayerStoreError as exc:
-        print(f"layerstore: {exc}", file=sys.stderr)
+        # escaped: a message may quote caller input, and no escape may reach a terminal
+        print(f"layerstore: {shown(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # the disk or the kernel: a storage error, not a "no"
-        print(f"layerstore: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"layerstore: {shown(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 5
 
 

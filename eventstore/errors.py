@@ -84,6 +84,16 @@ class ContentRejected(RuleViolation):
     """A tar stream was refused: malformed, hostile, or over a limit."""
 
 
+class ForeignMount(RuleViolation):
+    """Something the store did not mount is mounted inside what it was asked to remove
+    (a volume bind-mounted into a container's root, a tmpfs): removal never crosses a
+    filesystem boundary, so nothing there was deleted. ``mount_point`` names it."""
+
+    def __init__(self, message: str, mount_point: str = ""):
+        super().__init__(message)
+        self.mount_point = mount_point
+
+
 # --- storage --------------------------------------------------------------------
 
 class StorageError(LayerStoreError):
@@ -99,6 +109,10 @@ class ReadModelDamaged(StorageError):
 
 class DriverError(StorageError):
     """A storage driver could not do what was asked."""
+
+
+class AccessDenied(StorageError):
+    """This user may not read (or, for a change, write) the store root."""
 
 
 class LogClosed(StorageError):

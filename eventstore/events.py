@@ -195,6 +195,16 @@ class LostFoundPurged(Event, tag="lost-found-purged"):
     name: str = ""
 
 
+class OrphanKept(Event, tag="orphan-kept"):
+    """Recovery found data no event accounts for and could not remove it safely (a
+    filesystem someone mounted inside, a file the kernel refuses to unlink): it is left
+    where it is, for the operator, with the reason."""
+
+    layer: str
+    what: str = ""
+    reason: str = ""
+
+
 AnyEvent = (
     LayerCreated
     | LayerCompleted
@@ -215,6 +225,7 @@ AnyEvent = (
     | DataMovedAside
     | QuarantineLifted
     | LostFoundPurged
+    | OrphanKept
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

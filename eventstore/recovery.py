@@ -22,6 +22,9 @@ from __future__ import annotations
 from eventstore import events as ev
 from eventstore import faults, process
 from eventstore.lostfound import lost_found_path
+from eventstore.errors import LayerStoreError
+from eventstore.names import shown
+from eventstore.removal import refuse_mounts
 from eventstore.state import LayerRecord
 from eventstore.query import abandoned_create
 from eventstore.store import LayerStore, WriteSession
@@ -163,8 +166,9 @@ def _move_aside_what_no_event_accounts_for(run: _Run) -> None:
         target = lost_found_path(store.root, "driver", layer_id)
         try:
             store.driver.set_aside(layer_id, target)
-        except Exception as exc:
-            run.actions.append(f"could not move driver data {layer_id} aside: {exc}")
+        except Exception as exc:  # a filesystem mounted inside it, a rename refused: kept, reported
+            run.record(f"kept driver data {layer_id} where it is: {shown(exc)}",
+                       ev.OrphanKept(layer=layer_id, what="driver data", reason=shown(exc)))
             continue
         run.record(f"moved driver data {layer_id} (no layer of the log) to {target.relative_to(store.root)}",
                    ev.DataMovedAside(layer=layer_id, what="driver data", path=target.name))
@@ -183,9 +187,11 @@ def _move_aside_what_no_event_accounts_for(run: _Run) -> None:
         run.start()
         target = lost_found_path(store.root, what, path.name)
         try:
+            refuse_mounts(path)
             path.rename(target)
-        except OSError as exc:
-            run.actions.append(f"could not move {path} aside: {exc.strerror}")
+        except (OSError, LayerStoreError) as exc:
+            run.record(f"kept {what} {shown(path.name)} where it is: {shown(exc)}",
+                       ev.OrphanKept(layer=layer_id if what == "tar-split" else "", what=what, reason=shown(exc)))
             continue
         run.record(f"moved {what} {path.name} (no layer of the log) to {target.relative_to(store.root)}",
                    ev.DataMovedAside(layer=layer_id if what == "tar-split" else "", what=what, path=target.name))

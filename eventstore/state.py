@@ -203,7 +203,7 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
             _quarantine_after_loss(state, lsn, event)
             return
         case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved() | \
-                ev.DataMovedAside() | ev.LostFoundPurged():
+                ev.DataMovedAside() | ev.LostFoundPurged() | ev.OrphanKept():
             return
     layer_id = getattr(event, "layer", None)
     old = state.get(layer_id) if layer_id else None

@@ -24,15 +24,18 @@ from typing import BinaryIO
 
 from eventstore import errors, faults, process
 from eventstore import events as ev
+from eventstore.access import check_access
 from eventstore.drivers import Driver, default_driver, driver_class, open_driver
 from eventstore.events import Holder, stamp
 from eventstore.fsutil import fsync_dir, write_atomic
 from eventstore.index import Index, IndexState
+from eventstore.inputs import check_create
 from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, Fingerprint, LogRecord, Position, Span
 from eventstore.log.reader import span_crc
+from eventstore.names import check_name, check_names
+from eventstore.private import make_dir, make_root, secure_store
 from eventstore.provenance import Expectation, expect
 from eventstore.query import sqlite_problem
-from eventstore.names import check_digest, check_id, check_name
 from eventstore.state import LayerRecord, apply, check, require_usable
 
 
@@ -145,13 +148,17 @@ class LayerStore:
         read models up to date. It does not recover: ``eventstore.open_store`` (the
         seed's ``layer_store_init``) opens and recovers."""
         faults.check_environment()
+        if not os.fspath(root):
+            raise errors.InvalidArgument("the store root is empty: name a directory")
         root = Path(root)
+        check_access(root, write=not readonly)
         if readonly and not (root / "log").is_dir():
             raise errors.NoStore(f"no layer store at {root}")
         driver_name = cls._driver_name(root, driver, readonly)
         if not readonly:
-            root.mkdir(parents=True, exist_ok=True)
+            make_root(root)
             _check_writable(root)
+            secure_store(root, driver_name)  # 0700/0600, older stores included (docs/security.md)
         index = _open_index(root / "index.db", readonly)
         store = None
         try:
@@ -472,13 +479,9 @@ class LayerStore:
         handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
         same event batch that completes it (no delete can come between).
         """
-        if layer_id is not None:
-            check_id(layer_id)
-        names = [check_name(n) for n in names]
-        if compressed_digest:
-            check_digest(compressed_digest)
-        if diff_digest:
-            check_digest(diff_digest)
+        # every argument checked before the first event (docs/security.md)
+        checked = check_create(layer_id, names, compressed_digest, diff_digest, max_size, mount_label)
+        names, max_size = checked.names, checked.max_size
         with self.writing() as w:
             parent_id = self.usable(parent).id if parent else None
             if layer_id is not None:
@@ -526,7 +529,7 @@ class LayerStore:
 
             tarsplit = self.tarsplit_path(layer_id)
             if not tarsplit.parent.is_dir():
-                tarsplit.parent.mkdir(parents=True, exist_ok=True)
+                make_dir(tarsplit.parent)
                 fsync_dir(self.root)
             imported = import_layer(content, self.driver.diff_path(layer_id), tarsplit,
                                     whiteout_format=self.driver.whiteout_format,
@@ -559,7 +562,7 @@ class LayerStore:
     # --- names --------------------------------------------------------------------------------
 
     def set_names(self, ref: str, names: list[str]) -> None:
-        names = [check_name(n) for n in names]
+        names = check_names(names)
         with self.writing() as w:
             w.append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
 
@@ -585,6 +588,8 @@ class LayerStore:
     def _holder(self, lease: str | None, holder: Holder | None) -> Holder:
         if lease is not None:  # an empty lease is invalid, not "no lease"
             return Holder(lease=check_name(lease, "lease"))
+        if holder is not None and holder.lease:
+            check_name(holder.lease, "lease")
         return holder or self.owner
 
     def hold(self, ref: str, *, lease: str | None = None, holder: Holder | None = None) -> int:
@@ -622,6 +627,7 @@ class LayerStore:
             if rec.incomplete and not rec.deleting and rec.owner and process.is_alive(rec.owner) \
                     and rec.owner != self.process:
                 raise errors.LayerIncomplete(f"layer {rec.id}: still being created by pid {rec.owner.pid}")
+            self.driver.check_removable(rec.id)  # a volume mounted inside: refused, nothing logged
             if rec.mount_count and force:
                 if not rec.deleting:
                     # the other rules (held, parent) first, on the state the unmount would

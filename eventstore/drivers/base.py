@@ -17,7 +17,8 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore.errors import InvalidArgument
+from eventstore.errors import ForeignMount, InvalidArgument
+from eventstore.names import forbidden_char, shown
 
 
 class FsInfo(msgspec.Struct, frozen=True):
@@ -30,9 +31,7 @@ class FsInfo(msgspec.Struct, frozen=True):
 
 def is_valid_layer_id(layer_id: str) -> bool:
     """True when ``layer_id`` is safe as one path component (DESIGN §1's id rule)."""
-    return bool(layer_id) and ".." not in layer_id and "/" not in layer_id and not any(
-        ord(c) < 32 or c == "\x7f" for c in layer_id
-    )
+    return bool(layer_id) and ".." not in layer_id and "/" not in layer_id and forbidden_char(layer_id) is None
 
 
 def checked_layer_id(layer_id: str) -> str:
@@ -154,6 +153,31 @@ class Driver(abc.ABC):
         """Rebuild what ``check_layer`` finds wrong and can be derived from the parent
         chain (never layer data); what was done, one line each."""
         return []
+
+    def foreign_mounts(self, layer_id: str) -> list[str]:
+        """Mount points at or below the layer's data that the driver did not make (a
+        volume bind-mounted into a container's root, a tmpfs), outermost first.
+
+        This default covers drivers whose data is ``diff_path`` and whose own mount,
+        if any, is exactly ``mount_path``; a driver with another layout overrides it.
+        """
+        from eventstore.mounts import mount_table, mounts_under, real_path
+
+        table = mount_table()
+        own = real_path(self.mount_path(layer_id))
+        diff = real_path(self.diff_path(layer_id))
+        found = {m.point for m in mounts_under(diff, table)}
+        found |= {m.point for m in mounts_under(own, table) if m.point != own or own == diff}
+        return sorted(found, key=lambda p: p.count("/"))
+
+    def check_removable(self, layer_id: str) -> None:
+        """Raise ForeignMount when something the driver did not mount is mounted inside
+        the layer: ``remove`` would refuse, so a delete refuses before it begins."""
+        foreign = self.foreign_mounts(layer_id)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise ForeignMount(f"layer {layer_id}: {shown(foreign[0])} is mounted inside it{more}, "
+                               "not by the store: unmount it first", foreign[0])
 
     def status(self) -> dict[str, str]:
         """Facts about the driver for ``layerstore info``."""

@@ -38,7 +38,6 @@ import os
 import re
 import resource
 import secrets
-import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -47,9 +46,11 @@ import msgspec
 
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
-from eventstore.errors import DriverError
+from eventstore.errors import DriverError, ForeignMount, LayerStoreError
 from eventstore.fsutil import write_atomic
-from eventstore.mounts import MNT_DETACH, mount_points, umount
+from eventstore.mounts import MNT_DETACH, mount_points, mounts_under, real_path, umount
+from eventstore.private import make_dir
+from eventstore.removal import refuse_mounts, remove_tree
 from eventstore.retry import on_ebusy
 
 MAX_DEPTH = 128
@@ -120,26 +121,32 @@ class OverlayDriver(Driver):
         layer = self._dir(layer_id)
         # the parent is checked before anything is made, so a refusal leaves no trace
         lower = self._lower_for_child(layer_id, parent_id) if parent_id is not None else None
-        self.links_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.home, parents=True)
+        make_dir(self.links_dir)
         try:
             layer.mkdir(mode=0o700)
         except FileExistsError:
             raise DriverError(f"layer {layer_id}: already exists in the overlay driver") from None
+        os.chmod(layer, 0o700)  # exact, whatever the umask
         try:
             self._populate(layer_id, layer, lower)
         except BaseException as err:
-            self._discard(layer_id, layer)
+            try:
+                self._discard(layer_id, layer)
+            except LayerStoreError:
+                pass  # left for recovery, which removes it or says why not
             if isinstance(err, OSError):
                 raise DriverError(f"layer {layer_id}: create failed: {err.strerror or err}") from err
             raise
 
     def _populate(self, layer_id: str, layer: Path, lower: str | None) -> None:
-        (layer / "diff").mkdir(mode=0o755)
-        (layer / "work").mkdir(mode=0o700)
-        (layer / "merged").mkdir(mode=0o700)
-        if lower is None:
-            (layer / "empty").mkdir(mode=0o755)
-        else:
+        # diff/ (and empty/) is the container's "/" (its mode is the content's); work/
+        # and merged/ are the store's. Exact modes, whatever the umask.
+        for name, mode in [("diff", 0o755), ("work", 0o700), ("merged", 0o700)] + \
+                ([("empty", 0o755)] if lower is None else []):
+            (layer / name).mkdir(mode=mode)
+            os.chmod(layer / name, mode)
+        if lower is not None:
             (layer / "lower").write_text(lower)
         faults.point("driver.overlay.create.half-done")
         self._make_short_link(layer_id, layer)
@@ -169,6 +176,9 @@ class OverlayDriver(Driver):
 
     def remove(self, layer_id: str) -> None:
         layer = self._dir(layer_id)
+        # what someone else mounted inside refuses the removal before anything changes,
+        # our own overlay on merged/ included (a refused delete leaves it mounted)
+        self.check_removable(layer_id)
         # unmount first: deleting through a live mount would reach into the lower layers;
         # a mount still busy raises here and nothing is deleted
         self.unmount(layer_id)
@@ -176,13 +186,22 @@ class OverlayDriver(Driver):
         self._discard(layer_id, layer)
 
     def _discard(self, layer_id: str, layer: Path) -> None:
-        self._remove_short_link(layer_id, layer)
         try:
-            shutil.rmtree(layer)
-        except FileNotFoundError:
-            pass
+            refuse_mounts(layer)  # before the short link goes: a refusal changes nothing
+            self._remove_short_link(layer_id, layer)
+            remove_tree(layer)
+        except ForeignMount as err:
+            raise ForeignMount(f"layer {layer_id}: {err}", err.mount_point) from None
         except OSError as err:
-            raise DriverError(f"layer {layer_id}: cannot remove {err.filename}: {err.strerror}") from err
+            where = f" {err.filename}" if err.filename else ""
+            raise DriverError(f"layer {layer_id}: cannot remove{where}: {err.strerror or err}") from err
+
+    def foreign_mounts(self, layer_id: str) -> list[str]:
+        """Every mount at or below ``<home>/<id>`` but the layer's own overlay on
+        ``merged`` (stacked ones included: ``unmount`` peels those off)."""
+        layer = self._dir(layer_id)
+        merged = real_path(layer / "merged")
+        return [m.point for m in mounts_under(layer) if not (m.point == merged and m.fstype == "overlay")]
 
     def _remove_short_link(self, layer_id: str, layer: Path) -> None:
         try:
@@ -202,6 +221,7 @@ class OverlayDriver(Driver):
         if not layer.is_dir():
             return
         self.unmount(layer_id)
+        self.check_removable(layer_id)  # something else mounted inside: it stays, reported
         self._remove_short_link(layer_id, layer)
         try:
             os.rename(layer, target)
@@ -508,4 +528,7 @@ def _probe_mount(base: Path) -> str | None:
     except OSError as err:
         return f"a test overlay mount on {base} failed: {err.strerror or err}"
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        try:
+            remove_tree(probe)
+        except (LayerStoreError, OSError):
+            pass  # a probe left in a temp dir is harmless; going through a mount is not

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
-from eventstore.errors import DriverError
+from eventstore.errors import DriverError, ForeignMount, LayerStoreError
+from eventstore.private import make_dir
+from eventstore.removal import remove_tree
 
 
 class VfsDriver(Driver):
@@ -35,12 +37,16 @@ class VfsDriver(Driver):
         source = self._dir(parent_id) if parent_id is not None else None
         if source is not None and not source.is_dir():
             raise DriverError(f"layer {layer_id}: parent {parent_id} does not exist in the vfs driver")
-        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        # 0700 both: a layer's own directory has its content's mode (it is the
+        # container's "/"), so these two are what keep other users out of every layer
+        make_dir(self.home, parents=True)
+        make_dir(self.layers_dir)
         if source is None:
             try:
                 target.mkdir(mode=0o755)
             except FileExistsError:
                 raise DriverError(f"layer {layer_id}: already exists in the vfs driver") from None
+            os.chmod(target, 0o755)  # an empty layer's "/": exact, whatever the umask
         try:
             # The copy lands directly under its final name, not under a temporary one:
             # after a crash half-way ``layers()`` still lists it and recovery removes
@@ -49,9 +55,10 @@ class VfsDriver(Driver):
                 self._copy_tree(layer_id, source, target)
             faults.point("driver.vfs.create.after-copy")
         except BaseException as err:
-            import shutil  # (copying and removing import these; a mount needs neither)
-
-            shutil.rmtree(target, ignore_errors=True)
+            try:
+                remove_tree(target)
+            except (LayerStoreError, OSError):
+                pass  # left for recovery, which removes it or says why not
             if isinstance(err, OSError):
                 raise DriverError(f"layer {layer_id}: create failed: {err.strerror or err}") from err
             raise
@@ -73,15 +80,17 @@ class VfsDriver(Driver):
         target = self._dir(layer_id)
         faults.point("driver.vfs.remove.before-rmtree")
         try:
-            import shutil
-
-            shutil.rmtree(target)
-        except FileNotFoundError:
-            return
+            remove_tree(target)
+        except ForeignMount as err:
+            raise ForeignMount(f"layer {layer_id}: {err}", err.mount_point) from None
         except OSError as err:
-            raise DriverError(f"layer {layer_id}: cannot remove {err.filename}: {err.strerror}") from err
+            where = f" {err.filename}" if err.filename else ""
+            raise DriverError(f"layer {layer_id}: cannot remove{where}: {err.strerror or err}") from err
 
     def set_aside(self, layer_id: str, target: Path) -> None:
+        if not self._dir(layer_id).is_dir():
+            return
+        self.check_removable(layer_id)  # something mounted inside: it stays, reported
         try:
             os.rename(self._dir(layer_id), target)
         except FileNotFoundError:

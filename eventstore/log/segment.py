@@ -11,6 +11,7 @@ from eventstore import faults
 from eventstore.events import SCHEMA_VERSION
 from eventstore.fsutil import fsync_dir
 from eventstore.log.format import FORMAT_VERSION, HEADER_SIZE, SegmentHeader, encode_header, segment_name
+from eventstore.private import FILE_MODE
 
 def create_segment(log_dir: Path, store_uuid: uuidlib.UUID, number: int, first_lsn: int) -> SegmentHeader:
     """Write a new segment holding only its header, whole or not at all.
@@ -21,7 +22,7 @@ def create_segment(log_dir: Path, store_uuid: uuidlib.UUID, number: int, first_l
     header = SegmentHeader(FORMAT_VERSION, SCHEMA_VERSION, store_uuid, number, first_lsn)
     path = log_dir / segment_name(number)
     tmp = log_dir / f".{segment_name(number)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         data = encode_header(header)
         assert len(data) == HEADER_SIZE

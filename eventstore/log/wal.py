@@ -30,6 +30,7 @@ from eventstore.log.group_commit import GroupCommitter
 from eventstore.log.reader import (ChainError, Damage, RawRecord, list_segments, read_chain, read_from, read_header,
                                    record_header_at, scan, span_crc)
 from eventstore.log.segment import create_segment, cut_torn_tail, remove_temp_files
+from eventstore.private import FILE_MODE, make_dir
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 
@@ -147,13 +148,13 @@ class EventLog:
         faults.check_environment()
         log_dir = Path(root) / "log"
         if create and not log_dir.is_dir():
-            log_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(log_dir, parents=True)
             fsync_dir(log_dir.parent)
         if not log_dir.is_dir():
             raise StorageError(f"no log at {log_dir}")
         log = cls(log_dir, segment_size, writer, listener)
         if writer:
-            log._lock_fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            log._lock_fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             with log._locked_if_writer():
                 log._load(create, start, span, seen_lsn)

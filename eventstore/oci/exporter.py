@@ -22,6 +22,7 @@ import msgspec
 from eventstore import errors
 from eventstore.archive.compression import compressing
 from eventstore.fsutil import fsync_dir, write_atomic
+from eventstore.names import check_tag
 from eventstore.oci.layout import (
     LAYOUT_VERSION, MAX_JSON_SIZE, OCI_CONFIG, OCI_LAYER_TYPE, OCI_MANIFEST, REF_NAME, ImageRejected, Platform,
 )
@@ -63,8 +64,7 @@ def export_oci(store: LayerStore, ref: str, path: str | os.PathLike, tag: str = 
     missing), tagged ``tag`` (an image with that tag already there is replaced)."""
     if compression not in COMPRESSIONS:
         raise errors.InvalidArgument(f"compression {compression!r}: want one of {', '.join(COMPRESSIONS)}")
-    if not tag or any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        raise errors.InvalidArgument(f"invalid tag {tag!r}")
+    check_tag(tag)
     platform = platform or host_platform()
     top = store.lookup(ref).id
     # a parent cannot be deleted while it has a child, so holding the top holds the chain
@@ -110,7 +110,7 @@ def _open_layout(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise errors.InvalidArgument(f"{path}: exists and is not an OCI image layout")
     (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    write_atomic(path / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+    write_atomic(path / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode(), mode=0o644)
     fsync_dir(path.parent if path.parent != path else path)
     return path
 
@@ -150,7 +150,7 @@ def _set_tag(layout: Path, tag: str, descriptor: dict) -> None:
     kept = [d for d in index.get("manifests", [])
             if not (isinstance(d, dict) and d.get("annotations", {}).get(REF_NAME) == tag)]
     index["manifests"] = [*kept, descriptor]
-    write_atomic(where, json.dumps(index, separators=(",", ":")).encode())
+    write_atomic(where, json.dumps(index, separators=(",", ":")).encode(), mode=0o644)
 
 
 class _BlobWriter:

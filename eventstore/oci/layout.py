@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from eventstore.errors import ContentRejected, InvalidArgument, LayerStoreError
+from eventstore.names import check_tag, shown
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = "1.0.0"
@@ -137,9 +138,7 @@ def parse_reference(text: str) -> tuple[Path, str | None]:
     path, _, tag = text.partition(":")
     if not path or not tag:
         raise InvalidArgument(f"invalid OCI layout reference {text!r}: want DIR[:TAG]")
-    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        raise InvalidArgument(f"invalid tag {tag!r}: no control characters")
-    return Path(path), tag
+    return Path(path), check_tag(tag)
 
 
 # --- the layout on disk ----------------------------------------------------------------
@@ -228,7 +227,8 @@ def select_manifest(layout: Layout, tag: str | None, platform: Platform | None) 
         candidates = [d for d in candidates if d.ref_name == tag]
         if not candidates:
             tags = sorted({d.ref_name for d in layout.index().manifests if d.ref_name})
-            known = f" (tags: {', '.join(tags)})" if tags else " (it has no tags)"
+            # the layout's own tags, escaped: a hostile image must not write to the terminal
+            known = f" (tags: {shown(', '.join(tags))})" if tags else " (it has no tags)"
             raise ImageNotFound(f"{layout.path}: no image tagged {tag!r}{known}")
     where = f"{layout.path}" + (f":{tag}" if tag else "")
     in_image_index = False
@@ -264,9 +264,10 @@ def _one(candidates: list[Descriptor], platform: Platform | None, where: str, in
     offered = sorted({str(d.platform) for d in candidates if d.platform is not None})
     if not offered and not in_image_index:
         names = sorted({d.ref_name for d in candidates if d.ref_name})
-        hint = f": name one of {', '.join(names)}" if names else ""
+        hint = f": name one of {shown(', '.join(names))}" if names else ""
         raise ImageNotFound(f"{where}: holds {len(candidates)} images{hint}")
-    raise ImageNotFound(f"{where}: no image for platform {wanted} (has {', '.join(offered) or 'none named'})")
+    raise ImageNotFound(f"{where}: no image for platform {shown(wanted)} "
+                        f"(has {shown(', '.join(offered)) or 'none named'})")
 
 
 def _matches(have: Platform, want: Platform) -> bool:

@@ -8,19 +8,20 @@ goes through the Driver interface only, so a new driver gets the whole suite for
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from eventstore.drivers import driver_class
 from eventstore.drivers.base import Driver
-from eventstore.errors import DriverError, InvalidArgument
+from eventstore.errors import DriverError, ForeignMount, InvalidArgument
 from eventstore.mounts import mount_table
 from tests.store.support import unmount_everything_under
 
 def kernel_mount_points() -> list[str]:
     """Every mount point, once per mount stacked on it (``eventstore.mounts``)."""
-    return mount_table()
+    return [m.point for m in mount_table()]
 
 
 def write_file(path: Path, data: bytes = b"", mode: int = 0o644) -> Path:
@@ -158,6 +159,32 @@ class DriverContract:
         driver.remove("base")
         assert not driver.exists("base")
         assert os.path.realpath(view) not in kernel_mount_points()
+
+    # --- removal never crosses a filesystem boundary (DESIGN §4) ---------------------
+
+    def test_the_layers_own_mount_is_not_foreign(self, driver: Driver):
+        driver.create("base", None, writable=True)
+        assert driver.foreign_mounts("base") == []
+        driver.mount("base")
+        assert driver.foreign_mounts("base") == []
+        driver.check_removable("base")
+
+    def test_remove_refuses_a_volume_mounted_inside_and_leaves_it_whole(self, driver: Driver, tmp_path: Path):
+        driver.create("base", None, writable=True)
+        volume = tmp_path / "volume"
+        write_file(volume / "sub" / "keep", b"the volume's\n")
+        inside = driver.mount("base") / "data"
+        inside.mkdir()
+        subprocess.run(["mount", "--bind", str(volume), str(inside)], check=True)
+        assert driver.foreign_mounts("base") == [os.path.realpath(inside)]
+        with pytest.raises(ForeignMount) as caught:
+            driver.remove("base")
+        assert caught.value.mount_point == os.path.realpath(inside)
+        assert (volume / "sub" / "keep").read_bytes() == b"the volume's\n"
+        assert driver.exists("base")
+        subprocess.run(["umount", str(inside)], check=True)
+        driver.remove("base")
+        assert not driver.exists("base") and (volume / "sub" / "keep").exists()
 
     # --- facts -----------------------------------------------------------------------
 

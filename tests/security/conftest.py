@@ -1,4 +1,10 @@
-"""A sandbox for hostile archives: the layer's directory beside things to protect.
+"""Fixtures of the security tests.
+
+Stores (issue 12's cases): ``root`` and ``driver`` (vfs, and overlay where the kernel
+allows), ``public_dir`` (a directory every user may traverse), and a teardown that
+leaves no mount behind.
+
+A sandbox for hostile archives: the layer's directory beside things to protect.
 
     sandbox/
       outside/            a sentinel tree an escape would change (secret, dir/, link)
@@ -20,7 +26,53 @@ import pytest
 from eventstore.archive import import_layer
 from eventstore.errors import ContentRejected
 
+from tests.recovery.support import overlay_or_skip
+from tests.store.support import unmount_everything_under
+
 from ..archive.support import tree_listing
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture(params=["vfs", "overlay"])
+def driver(request, root: Path) -> str:
+    if request.param == "overlay":
+        overlay_or_skip(root)
+    return request.param
+
+
+@pytest.fixture
+def made(root: Path, driver: str) -> Path:
+    """A new, empty store at ``root`` using ``driver``."""
+    from eventstore.store import LayerStore
+
+    LayerStore.open(root, driver).close()
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _no_mount_outlives_a_test(tmp_path: Path):
+    yield
+    unmount_everything_under(tmp_path)
+
+
+@pytest.fixture
+def public_dir():
+    """A directory under /tmp that every user may traverse (pytest's own temp dirs are
+    0700, which would keep another user out whatever the store did)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="layerstore-security-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        unmount_everything_under(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Sandbox:
