@@ -135,6 +135,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     eo.add_argument("reference", metavar="DIR[:TAG]")
     eo.add_argument("--compress", choices=["gzip", "none", "zstd"], default="gzip")
     eo.add_argument("--platform", metavar="OS/ARCH", help="os and architecture in the config (default this machine's)")
+    sv = sub.add_parser("serve", help="serve containerd's snapshots API on a unix socket (docs/containerd.md)")
+    sv.add_argument("--containerd", required=True, metavar="SOCKET", help="the socket containerd's proxy_plugins names")
     return p
 
 
@@ -168,6 +170,7 @@ def layer_json(rec) -> dict:
         "writable": get("writable", False), "driver": get("driver", ""),
         "hold-refs": len(get("holds", [])), "mount-count": get("mount_count", 0),
         "mount-point": get("mount_point", ""), "quarantined": get("quarantined", ""),
+        **({"snapshot": get("snapshot")} if get("snapshot") else {}),
     }
 
 
@@ -551,10 +554,16 @@ def cmd_export_oci(store, args) -> int:
     return 0
 
 
+def cmd_serve(store, args) -> int:
+    from eventstore.containerd.server import serve
+
+    return serve(store, args.containerd)
+
+
 KNOWN_COMMANDS = {
     "create", "layers", "layer", "exists", "refs", "fs-info", "metadata", "delete", "hold", "release",
     "mount", "umount", "unmount", "by-digest", "diff", "history", "state", "checkpoint", "check", "log",
-    "recover", "failpoints", "import-oci", "export-oci",
+    "recover", "failpoints", "import-oci", "export-oci", "serve",
 }
 
 COMMANDS = {
@@ -563,7 +572,7 @@ COMMANDS = {
     "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "by-digest": cmd_by_digest,
     "fs-info": cmd_fs_info, "metadata": cmd_metadata, "diff": cmd_diff, "history": cmd_history,
     "recover": cmd_recover, "state": cmd_state, "checkpoint": cmd_checkpoint, "check": cmd_check,
-    "import-oci": cmd_import_oci, "export-oci": cmd_export_oci,
+    "import-oci": cmd_import_oci, "export-oci": cmd_export_oci, "serve": cmd_serve,
 }
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from eventstore import errors
 from eventstore import events as ev
-from eventstore.events import Holder
+from eventstore.events import Holder, Snapshot
 
 
 class LayerRecord(msgspec.Struct, kw_only=True):
@@ -48,6 +48,7 @@ class LayerRecord(msgspec.Struct, kw_only=True):
     quarantined: str = ""
     created_lsn: int = 0
     updated_lsn: int = 0
+    snapshot: Snapshot | None = None  # containerd's view of the layer, when it made it
 
     @property
     def hold_refs(self) -> int:
@@ -167,6 +168,14 @@ def check(state: State, event: ev.Event) -> None:
                 raise errors.LayerInUse(f"layer {layer_id}: is the parent of another layer")
         case ev.MountsReconciled(layer=layer_id) | ev.LayerQuarantined(layer=layer_id):
             _existing(state, layer_id)
+        case ev.SnapshotCommitted(layer=layer_id, names=names):
+            snapshot = _usable(state, layer_id).snapshot
+            if snapshot is None or snapshot.kind != "active":
+                raise errors.RuleViolation(f"layer {layer_id}: not an active containerd snapshot")
+            _check_names(state, layer_id, names)
+        case ev.SnapshotLabelsChanged(layer=layer_id):
+            if _usable(state, layer_id).snapshot is None:
+                raise errors.RuleViolation(f"layer {layer_id}: not a containerd snapshot")
         case _:
             pass
 
@@ -181,6 +190,8 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
                 id=event.layer, parent=event.parent, names=list(event.names), created=event.time,
                 writable=event.writable, driver=event.driver, owner=event.owner,
                 mount_label=event.mount_label, created_lsn=lsn, updated_lsn=lsn,
+                snapshot=msgspec.structs.replace(event.snapshot, created=event.time, updated=event.time)
+                if event.snapshot else None,
             )
             state.put(rec)
             return
@@ -239,6 +250,13 @@ def _update(rec: LayerRecord, event: ev.Event) -> None:
                 rec.mount_point = ""
         case ev.LayerQuarantined():
             rec.quarantined = event.reason or "quarantined"
+        case ev.SnapshotCommitted():
+            rec.writable = False
+            rec.names = list(event.names)
+            rec.snapshot = Snapshot(key=event.key, kind="committed", labels=dict(event.labels), created=event.time,
+                                    updated=event.time, size=event.size, inodes=event.inodes)
+        case ev.SnapshotLabelsChanged() if rec.snapshot is not None:
+            rec.snapshot = msgspec.structs.replace(rec.snapshot, labels=dict(event.labels), updated=event.time)
 
 
 def fold(events: Iterable[tuple[int, ev.Event]], state: State | None = None) -> State:
