@@ -512,6 +512,7 @@ def cmd_log(args) -> int:
 def cmd_failpoints(args) -> int:
     # importing the modules declares their failpoints
     import eventstore.checkpoint  # noqa: F401
+    import eventstore.containerd.snapshotter  # noqa: F401
     import eventstore.drivers.overlay  # noqa: F401
     import eventstore.drivers.vfs  # noqa: F401
     import eventstore.index  # noqa: F401

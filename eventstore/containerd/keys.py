@@ -27,8 +27,12 @@ def check_key(key: str, what: str = "key") -> str:
     """``key`` when containerd may use it here, else InvalidArgument."""
     if not key:
         raise InvalidArgument(f"snapshot {what} is empty")
-    if len(key.encode()) > MAX_KEY_BYTES:
-        raise InvalidArgument(f"snapshot {what} is {len(key.encode())} bytes, at most {MAX_KEY_BYTES}")
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"snapshot {what} {key[:64]!r}: not valid unicode") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument(f"snapshot {what} is {size} bytes, at most {MAX_KEY_BYTES}")
     return key
 
 

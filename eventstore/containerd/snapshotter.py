@@ -15,11 +15,15 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from eventstore import errors
+from eventstore import errors, faults
 from eventstore.containerd import filters, keys
 from eventstore.containerd.mounts import Mount, check_driver, snapshot_mounts
 from eventstore.events import Holder, Snapshot
 from eventstore.state import LayerRecord
+
+faults.declare("containerd.commit.before-event", "Commit: usage measured, data not yet synced nor recorded")
+faults.declare("containerd.commit.after-event", "Commit: recorded durably, not yet answered")
+faults.declare("containerd.remove.before-delete", "Remove: the snapshot found, its delete not yet begun")
 
 #: the named lease that holds every snapshot layer while containerd has it
 LEASE = "containerd"
@@ -162,16 +166,23 @@ class Snapshotter:
         if self.store.exists(keys.name_for(name)):
             raise SnapshotExists(f"snapshot {name!r}: already exists")
         usage = self.store.fs_info(rec.id)
+        faults.point("containerd.commit.before-event")
         try:
             self.store.commit_snapshot(rec.id, key=name, names=[keys.name_for(name)], labels=labels,
                                        size=usage.used_bytes, inodes=usage.inodes_used)
         except errors.NameInUse:
             raise SnapshotExists(f"snapshot {name!r}: already exists") from None
+        faults.point("containerd.commit.after-event")
 
     @_serialized
     def remove(self, key: str) -> None:
         """Delete the snapshot and its data; refused while it has children."""
-        self.store.delete(self._find(key).id, lease=LEASE)
+        layer_id = self._find(key).id
+        faults.point("containerd.remove.before-delete")
+        try:
+            self.store.delete(layer_id, lease=LEASE)
+        except errors.LayerInUse as exc:
+            raise errors.LayerInUse(f"snapshot {key!r}: cannot be removed: {exc}") from None
 
     @_serialized
     def stat(self, key: str) -> Info:
