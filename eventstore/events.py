@@ -61,7 +61,7 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
     """
 
     key: str  # containerd's key (active, view) or name (committed), verbatim
-    kind: str = "active"  # "active" | "view" | "committed"
+    kind: str  # "active" | "view" | "committed"
     labels: dict[str, str] = {}
     created: int = 0  # ns since the epoch: Info.created_at
     updated: int = 0  # ns since the epoch: Info.updated_at
