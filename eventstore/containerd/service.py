@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -51,8 +52,12 @@ def _answering(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def call(self: "SnapshotsService", request, context: grpc.ServicerContext):
+        started = time.perf_counter()
         try:
-            return method(self, request, context)
+            answer = method(self, request, context)
+            log.debug("%s %r: %.1f ms", method.__name__, getattr(request, "key", ""),
+                      (time.perf_counter() - started) * 1000)
+            return answer
         except Exception as exc:  # every failure answers the caller; none kills the server
             code = status_code(exc)
             message = str(exc) if isinstance(exc, errors.LayerStoreError) else f"{type(exc).__name__}: {exc}"

@@ -54,7 +54,8 @@ def missing_tools() -> list[str]:
 class Engine:
     """containerd + ``layerstore serve`` on a store of its own."""
 
-    def __init__(self, driver: str = "overlay"):
+    def __init__(self, driver: str = "overlay", layerstore: str | None = None):
+        self.layerstore = layerstore  # an installed executable; default: this checkout
         self.base = Path(tempfile.mkdtemp(prefix="lse-", dir="/tmp"))
         self.driver = driver
         self.namespace = f"layerstore-test-{os.getpid()}-{self.base.name[4:]}"
@@ -79,7 +80,8 @@ class Engine:
 
     def start_server(self, failpoints: str = "") -> ServerProcess:
         self.server = ServerProcess(self.store_root, self.base / "layerstore.sock", self.driver,
-                                    failpoints=failpoints, log=self.base / "layerstore.log")
+                                    failpoints=failpoints, log=self.base / "layerstore.log",
+                                    executable=self.layerstore)
         return self.server.wait_ready()
 
     def ctr(self, *args: str, snapshotter: str | None = None, check: bool = True,

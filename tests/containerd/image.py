@@ -45,7 +45,7 @@ def _write(root: Path, rel: str, data: bytes | str, mode: int = 0o644) -> Path:
     return path
 
 
-def _busybox(root: Path) -> None:
+def busybox_root(root: Path) -> None:
     (root / "bin").mkdir(parents=True, exist_ok=True)
     shutil.copy2("/bin/busybox", root / "bin/busybox")
     for applet in APPLETS:
@@ -128,7 +128,7 @@ def build(work: Path) -> Path:
     umoci("new", "--image", image)
     umoci("unpack", "--image", image, str(bundle))
     rootfs = bundle / "rootfs"
-    for step in (_busybox, _every_kind, _changes):
+    for step in (busybox_root, _every_kind, _changes):
         step(rootfs)
         umoci("repack", "--refresh-bundle", "--image", image, str(bundle))
     opaque = work / "opaque.tar"

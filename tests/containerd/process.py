@@ -15,18 +15,23 @@ class ServerProcess:
     """One ``layerstore serve``; its stderr goes to ``log``."""
 
     def __init__(self, root: Path, socket_path: Path, driver: str | None = None,
-                 failpoints: str = "", log: Path | None = None):
+                 failpoints: str = "", log: Path | None = None, executable: str | None = None):
         self.root, self.socket_path = root, socket_path
         self.log = log or socket_path.with_name(socket_path.name + ".log")
         self.trace = socket_path.with_name(socket_path.name + ".failpoints")
         env = cli_env()
+        if os.environ.get("LAYERSTORE_DEBUG"):  # every call and its time in the server's log
+            env["LAYERSTORE_DEBUG"] = os.environ["LAYERSTORE_DEBUG"]
         if failpoints:
             env["LAYERSTORE_FAILPOINTS"] = failpoints
             env["LAYERSTORE_FAILPOINT_TRACE"] = str(self.trace)
         with open(self.log, "ab") as err:
             self._log_start = err.tell()  # a restart appends to the same log: read only ours
-            self.proc = subprocess.Popen(cli_command(root, "serve", "--containerd", str(socket_path), driver=driver),
-                                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            command = cli_command(root, "serve", "--containerd", str(socket_path), driver=driver)
+            if executable:  # an installed ``layerstore`` instead of this checkout's module
+                command = [executable, *command[command.index("--root"):]]
+            self.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err)
 
     @property
     def stderr(self) -> str:

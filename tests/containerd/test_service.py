@@ -12,12 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from eventstore import faults
 from eventstore.containerd import keys
 from eventstore.containerd.api import snapshots_pb2 as pb
 from tests.cli.support import cli
 from tests.store.support import snapshot
 
-from .client import code, mounted
+from .client import code, failure, mounted
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 EXISTS = grpc.StatusCode.ALREADY_EXISTS
@@ -136,7 +137,26 @@ def test_the_cli_sees_snapshots_and_cannot_delete_them_from_under_containerd(ser
     refused = cli(served.root, "delete", rec.id, driver=None)
     assert refused.returncode == 3 and "held" in refused.stderr
     assert served.client.stat("default/1/k").name == "default/1/k"
+    # a layer made through the CLI is not containerd's: List leaves it out
+    made = cli(served.root, "create", "--name", "from-the-cli", driver=None)
+    assert made.returncode == 0, made.stderr
+    assert [i.name for i in served.client.list()] == ["default/1/k"]
     assert cli(served.root, "check", driver=None).stdout == "ok\n"
+
+
+def test_a_prepare_that_fails_leaves_nothing_behind(served):
+    before = snapshot(served.store)
+    faults.arm("store.create.after-driver", "enospc")
+    try:
+        failed = failure(served.client.prepare, "default/1/k", "", {"l": "v"})
+    finally:
+        faults.disarm()
+    assert failed.code() == grpc.StatusCode.INTERNAL and "[Errno 28]" in failed.details()
+    after = snapshot(served.store)
+    assert after["driver_layers"] == before["driver_layers"] and after["mounts"] == before["mounts"]
+    assert served.store.layers() == []
+    assert [row[3] for row in served.store.index.history()] == ["layer-created", "layer-deleted"]
+    served.client.prepare("default/1/k")  # and the key is free
 
 
 def test_usage_measures_active_snapshots_and_records_committed_ones(served):
