@@ -29,6 +29,9 @@ faults.declare("containerd.remove.before-delete", "Remove: the snapshot found, i
 LEASE = "containerd"
 #: containerd's limit for one label, key and value together
 MAX_LABEL_BYTES = 4096
+#: ours for all of a snapshot's labels: they are written into its events and its record
+#: (containerd passes a snapshotter only its containerd.io/snapshot/ labels: a few)
+MAX_LABELS_BYTES = 64 * 1024
 
 
 class SnapshotNotFound(errors.LayerNotFound):
@@ -61,11 +64,16 @@ class Usage(NamedTuple):
 
 def clean_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """Labels as stored: empty values dropped (containerd's rule), sorted, each checked."""
+    total = 0
     for key, value in labels.items():
         if not key:
             raise errors.InvalidArgument("a label has an empty key")
-        if len(key.encode()) + len(value.encode()) > MAX_LABEL_BYTES:
+        size = len(key.encode()) + len(value.encode())
+        if size > MAX_LABEL_BYTES:
             raise errors.InvalidArgument(f"label {key[:64]!r}: key and value are over {MAX_LABEL_BYTES} bytes")
+        total += size
+    if total > MAX_LABELS_BYTES:
+        raise errors.InvalidArgument(f"labels: {total} bytes in all, at most {MAX_LABELS_BYTES}")
     return {key: labels[key] for key in sorted(labels) if labels[key]}
 
 
