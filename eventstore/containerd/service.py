@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eventstore import errors
 from eventstore.containerd.api import mount_pb2, snapshots_pb2 as pb
 from eventstore.containerd.api import snapshots_pb2_grpc
-from eventstore.containerd.snapshotter import Info, SnapshotExists, Snapshotter
+from eventstore.containerd.snapshotter import Info, ShuttingDown, SnapshotExists, Snapshotter
 
 log = logging.getLogger("layerstore.containerd")
 
@@ -32,6 +32,7 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.NameInUse, grpc.StatusCode.ALREADY_EXISTS),
     (errors.LayerExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.RuleViolation, grpc.StatusCode.FAILED_PRECONDITION),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (errors.LogClosed, grpc.StatusCode.UNAVAILABLE),
     (errors.CorruptLog, grpc.StatusCode.DATA_LOSS),
     (errors.CorruptStore, grpc.StatusCode.DATA_LOSS),

@@ -46,6 +46,10 @@ class NotActive(errors.RuleViolation):
     """The call needs an active snapshot (Commit) or an active one or a view (Mounts)."""
 
 
+class ShuttingDown(errors.StorageError):
+    """The server is stopping: the call came after the last one it finishes."""
+
+
 class Info(NamedTuple):
     """containerd's ``snapshots.Info``; times in ns since the epoch."""
 
@@ -82,7 +86,7 @@ def _serialized(method: Callable) -> Callable:
     def call(self: "Snapshotter", *args, **kwargs):
         with self._lock:
             if self._closed:
-                raise errors.LogClosed("the snapshotter is shutting down")
+                raise ShuttingDown("the server is shutting down")
             return method(self, *args, **kwargs)
     return call
 

@@ -71,10 +71,10 @@ class Engine:
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(["containerd", "--config", str(self.base / "config.toml")],
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while self.ctr("version", check=False).returncode != 0:
             if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"containerd did not start: {self.log.read_text()[-2000:]}")
+                raise AssertionError(f"containerd did not start:\n{self.logs(40)}")
             time.sleep(0.1)
         return self
 
@@ -92,26 +92,45 @@ class Engine:
         command = ["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}")
+            raise AssertionError(f"{' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}\n"
+                                 f"{self.logs()}")
         return result
 
-    def stop(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self._remove_containers()
-            self.daemon.send_signal(signal.SIGTERM)
+    def logs(self, lines: int = 15) -> str:
+        """The ends of containerd's and the server's logs, for a failure's message."""
+        out = []
+        for log in (self.log, self.base / "layerstore.log"):
             try:
-                self.daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait(10)
-        self._kill_shims()
-        if self.server is not None:
-            self.server.kill()
-        unmount_everything_under(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
+                out.append(f"--- {log.name}:\n" + "\n".join(log.read_text().splitlines()[-lines:]))
+            except FileNotFoundError:
+                pass
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Every step runs, whatever the one before did: nothing may outlive a test."""
+        try:
+            if self.daemon is not None and self.daemon.poll() is None:
+                try:
+                    self._remove_containers()
+                finally:
+                    self.daemon.send_signal(signal.SIGTERM)
+                    try:
+                        self.daemon.wait(20)
+                    except subprocess.TimeoutExpired:
+                        self.daemon.kill()
+                        self.daemon.wait(10)
+        finally:
+            self._kill_shims()
+            if self.server is not None:
+                self.server.kill()
+            unmount_everything_under(self.base)
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def _remove_containers(self) -> None:
-        listed = self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split()
+        try:
+            listed = self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split()
+        except subprocess.TimeoutExpired:
+            return
         for container in listed:
             self.ctr("tasks", "kill", "-s", "SIGKILL", container, check=False, timeout=30)
             self.ctr("tasks", "delete", "-f", container, check=False, timeout=30)

@@ -49,12 +49,15 @@ class ServerProcess:
             time.sleep(0.05)
         return self
 
-    def passed(self, failpoint: str) -> bool:
-        """True once the server reached ``failpoint`` (when started with failpoints)."""
+    def passed_times(self, failpoint: str) -> int:
+        """How often the server reached ``failpoint`` (when started with failpoints)."""
         try:
-            return failpoint in self.trace.read_text().split()
+            return self.trace.read_text().split().count(failpoint)
         except FileNotFoundError:
-            return False
+            return 0
+
+    def passed(self, failpoint: str) -> bool:
+        return self.passed_times(failpoint) > 0
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -222,3 +222,10 @@ def test_a_store_that_can_no_longer_write_stops_the_server(served, monkeypatch):
     monkeypatch.setattr(os, "fdatasync", failing_sync)
     assert code(served.client.prepare, "k") == grpc.StatusCode.UNAVAILABLE
     assert served.server.stopping.is_set() and served.server.exit_code == 1
+
+
+def test_a_call_after_the_stop_began_is_unavailable_not_fatal(served):
+    served.server.snapshotter.close()  # what stop does once the calls in flight are done
+    assert code(served.client.prepare, "k") == grpc.StatusCode.UNAVAILABLE
+    assert not served.server.stopping.is_set() and served.server.exit_code == 0
+    assert served.store.layers() == []
