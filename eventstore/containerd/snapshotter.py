@@ -23,7 +23,6 @@ from eventstore.state import LayerRecord
 
 faults.declare("containerd.commit.before-event", "Commit: usage measured, data not yet synced nor recorded")
 faults.declare("containerd.commit.after-event", "Commit: recorded durably, not yet answered")
-faults.declare("containerd.remove.before-delete", "Remove: the snapshot found, its delete not yet begun")
 
 #: the named lease that holds every snapshot layer while containerd has it
 LEASE = "containerd"
@@ -190,7 +189,6 @@ class Snapshotter:
     def remove(self, key: str) -> None:
         """Delete the snapshot and its data; refused while it has children."""
         layer_id = self._find(key).id
-        faults.point("containerd.remove.before-delete")
         try:
             self.store.delete(layer_id, lease=LEASE)
         except errors.LayerInUse as exc:
