@@ -185,6 +185,10 @@ def print_layer(rec) -> None:
     for key, value in layer_json(rec).items():
         if isinstance(value, list):
             value = ", ".join(value)
+        elif isinstance(value, dict):  # a containerd snapshot's facts
+            import json
+
+            value = json.dumps(value, ensure_ascii=False)
         print(f"{key}: {value}")
 
 

@@ -47,12 +47,15 @@ def snapshot_mounts(driver: Driver, layer_id: str, parent_id: str | None, readon
     not ``readonly``, a view when it is)."""
     if driver.name == "vfs" or parent_id is None:
         return _bind(driver.diff_path(layer_id), readonly)
-    lowers = driver.lower_links(layer_id)  # type: ignore[attr-defined]
+    from eventstore.drivers.overlay import OverlayDriver
+
+    assert isinstance(driver, OverlayDriver), driver  # check_driver let nothing else through
+    lowers = driver.lower_links(layer_id)
     if readonly and len(lowers) == 1:
         # overlay needs two lower dirs without an upper one: one parent is just bound
         return _bind(driver.diff_path(parent_id), True)
     options = _index_off()
     if not readonly:
-        options += [f"workdir={driver.work_path(layer_id)}", f"upperdir={driver.diff_path(layer_id)}"]  # type: ignore[attr-defined]
+        options += [f"workdir={driver.work_path(layer_id)}", f"upperdir={driver.diff_path(layer_id)}"]
     options.append("lowerdir=" + ":".join(os.fspath(p) for p in lowers))
     return [Mount("overlay", "overlay", options)]
