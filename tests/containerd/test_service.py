@@ -229,3 +229,17 @@ def test_a_call_after_the_stop_began_is_unavailable_not_fatal(served):
     assert code(served.client.prepare, "k") == grpc.StatusCode.UNAVAILABLE
     assert not served.server.stopping.is_set() and served.server.exit_code == 0
     assert served.store.layers() == []
+
+
+def test_a_checkpoint_keeps_what_containerd_knows(served):
+    from eventstore import checkpoint
+
+    client = served.client
+    client.prepare("a", "", {"containerd.io/snapshot/x": "1"})
+    client.commit("c", "a", {"containerd.io/snapshot/y": "2"})
+    client.view("v", "c")
+    served.store.checkpoint()
+    state = checkpoint.newest(served.root, served.store.log.store_uuid).state  # read back, nothing replayed
+    assert {rec.id: rec.snapshot for rec in state.layers.values()} == {
+        rec.id: rec.snapshot for rec in served.store.layers()}
+    assert sorted(rec.snapshot.kind for rec in state.layers.values()) == ["committed", "view"]
