@@ -11,6 +11,7 @@ server, unmounts what is left, and removes the directory.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -58,7 +59,9 @@ class Engine:
         self.layerstore = layerstore  # an installed executable; default: this checkout
         self.base = Path(tempfile.mkdtemp(prefix="lse-", dir="/tmp"))
         self.driver = driver
-        self.namespace = f"layerstore-test-{os.getpid()}-{self.base.name[4:]}"
+        # containerd's identifier rule: [A-Za-z0-9]+ joined by single . _ or - (mkdtemp's
+        # random part may end in "_": not that)
+        self.namespace = f"layerstore-test-{os.getpid()}-{secrets.token_hex(4)}"
         self.socket = self.base / "containerd.sock"
         self.store_root = self.base / "store"
         self.server: ServerProcess | None = None

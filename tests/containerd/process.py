@@ -39,7 +39,7 @@ class ServerProcess:
             f.seek(self._log_start)
             return f.read().decode()
 
-    def wait_ready(self, timeout: float = 30.0) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 120.0) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         while "serving containerd snapshots" not in self.stderr:
             if self.proc.poll() is not None:
