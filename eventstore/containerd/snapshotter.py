@@ -106,13 +106,16 @@ class Snapshotter:
 
     # --- finding snapshots ---------------------------------------------------------------
 
-    def _find(self, key: str, what: str = "snapshot") -> LayerRecord:
+    def _find(self, key: str, what: str = "snapshot", deleting: bool = False) -> LayerRecord:
+        """The layer of snapshot ``key``; one being created or deleted is none (but a
+        Remove finds one whose delete failed half-way, to finish it)."""
         keys.check_key(key)
         try:
             rec = self.store.lookup(keys.name_for(key))
         except errors.LayerNotFound:
             rec = None
-        if rec is None or rec.snapshot is None or rec.snapshot.key != key or rec.incomplete:
+        if rec is None or rec.snapshot is None or rec.snapshot.key != key or \
+                (rec.incomplete and not (deleting and rec.deleting)):
             raise SnapshotNotFound(f"{what} {key!r}: not found")
         return rec
 
@@ -188,7 +191,7 @@ class Snapshotter:
     @_serialized
     def remove(self, key: str) -> None:
         """Delete the snapshot and its data; refused while it has children."""
-        layer_id = self._find(key).id
+        layer_id = self._find(key, deleting=True).id
         try:
             self.store.delete(layer_id, lease=LEASE)
         except errors.LayerInUse as exc:
@@ -234,10 +237,22 @@ class Snapshotter:
 
     @_serialized
     def cleanup(self) -> list[str]:
-        """Remove what no layer accounts for (recovery with its orphan sweep); what it did."""
+        """Remove what no snapshot accounts for; what it did. Calls run one at a time, so
+        a layer this server still owns as incomplete is a create or a delete that failed
+        half-way (recovery leaves it: its owner lives): the delete is finished. Then
+        recovery with its orphan sweep, for what dead processes left."""
         from eventstore.recovery import recover_store
 
-        return recover_store(self.store, sweep=True)
+        actions = []
+        for rec in self.store.index.needing_attention():
+            if rec.incomplete and rec.owner == self.store.process and not rec.quarantined:
+                what = "half-deleted" if rec.deleting else "half-made"
+                try:
+                    self.store.delete(rec.id)
+                    actions.append(f"removed {what} layer {rec.id}")
+                except errors.LayerStoreError as exc:  # the rest goes on; the next Cleanup tries again
+                    actions.append(f"could not remove {what} layer {rec.id}: {exc}")
+        return actions + recover_store(self.store, sweep=True)
 
 
 def _fields(info: Info) -> filters.Fields:

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.containerd.server import Server
-from eventstore.store import LayerStore
-from tests.recovery.support import overlay_or_skip
-from tests.store.support import unmount_everything_under
+# fstest and test_engine use tests.interop.tree: rewritten asserts there, as its own
+# conftest asks, even when these tests import it first
+pytest.register_assert_rewrite("tests.interop.tree")
 
-from .client import Client
+from eventstore.containerd.server import Server  # noqa: E402
+from eventstore.store import LayerStore  # noqa: E402
+from tests.recovery.support import overlay_or_skip  # noqa: E402
+from tests.store.support import unmount_everything_under  # noqa: E402
+
+from .client import Client  # noqa: E402
 
 
 @dataclass

@@ -243,3 +243,23 @@ def test_a_checkpoint_keeps_what_containerd_knows(served):
     assert {rec.id: rec.snapshot for rec in state.layers.values()} == {
         rec.id: rec.snapshot for rec in served.store.layers()}
     assert sorted(rec.snapshot.kind for rec in state.layers.values()) == ["committed", "view"]
+
+
+@pytest.mark.parametrize("finish", ["remove", "cleanup"])
+def test_a_remove_that_failed_half_way_is_finished_by_remove_or_cleanup(served, finish):
+    served.client.prepare("k")
+    faults.arm("store.delete.after-mark", "eio")
+    try:
+        assert code(served.client.remove, "k") == grpc.StatusCode.INTERNAL
+    finally:
+        faults.disarm()
+    assert code(served.client.stat, "k") == NOT_FOUND  # being deleted: gone for containerd
+    assert [i.name for i in served.client.list()] == []
+    assert code(served.client.prepare, "k") == EXISTS  # but its name is not free yet
+    if finish == "remove":
+        served.client.remove("k")  # ctr snapshots rm again
+    else:
+        served.client.cleanup()  # what containerd calls after every garbage collection
+    assert served.store.layers() == [] and served.store.driver.layers() == set()
+    served.client.prepare("k")
+    assert cli(served.root, "check", driver=None).stdout == "ok\n"
