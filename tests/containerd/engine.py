@@ -128,6 +128,10 @@ class Engine:
                 self.server.kill()
             unmount_everything_under(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
+            try:  # runc's state for our namespace: empty once our containers are gone
+                os.rmdir(f"/run/containerd/runc/{self.namespace}")
+            except OSError:
+                pass
 
     def _remove_containers(self) -> None:
         try:
