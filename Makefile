@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-log bench-open bench-cli bench-import crash-test damage-test clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-containerd crash-test damage-test protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ bench-cli: $(STAMP)
 
 bench-import: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/bench_import.py
+
+# layerstore serve --containerd against containerd's overlayfs snapshotter (root, containerd, runc, umoci)
+bench-containerd: $(STAMP)
+	$(BIN)/python tools/bench_containerd.py
+
+# Regenerate containerd's API modules from eventstore/containerd/api/*.proto (they are
+# checked in; docs/containerd.md says why grpcio-tools is pinned). A venv of its own:
+# grpcio-tools pins the protobuf it generates for.
+PROTO_VENV := .venv-protos
+protos:
+	test -x $(PROTO_VENV)/bin/python || $(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/pip install -q 'grpcio-tools==1.62.3'
+	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. eventstore/containerd/api/mount.proto
+	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. \
+	    eventstore/containerd/api/snapshots.proto
 
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,
@@ -67,4 +82,4 @@ damage-test: $(STAMP)
 	done; exit $$status
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PROTO_VENV) build *.egg-info

@@ -155,6 +155,7 @@ def layer_json(rec) -> dict:
         "writable": get("writable", False), "driver": get("driver", ""),
         "hold-refs": len(get("holds", [])), "mount-count": get("mount_count", 0),
         "mount-point": get("mount_point", ""), "quarantined": get("quarantined", ""),
+        **({"snapshot": get("snapshot")} if get("snapshot") else {}),
     }
 
 
@@ -176,6 +177,10 @@ def print_layer(rec) -> None:
     for key, value in layer_json(rec).items():
         if isinstance(value, list):
             value = ", ".join(value)
+        elif isinstance(value, dict):  # a containerd snapshot's facts
+            import json
+
+            value = json.dumps(value, ensure_ascii=False)
         print(f"{key}: {shown(value)}")  # a name logged before names were checked stays one line
 
 
@@ -653,6 +658,14 @@ def cmd_export_oci(store, args) -> int:
     result = export_oci(store, args.ref, path, tag or "latest", compression=args.compress, platform=platform)
     emit(args, msgspec.to_builtins(result), result.manifest)
     return 0
+
+
+@command("serve", "serve containerd's snapshots API on a unix socket (docs/containerd.md)",
+         arg("--containerd", required=True, metavar="SOCKET", help="the socket containerd's proxy_plugins names"))
+def cmd_serve(store, args) -> int:
+    from eventstore.containerd.server import serve
+
+    return serve(store, args.containerd)
 
 
 def main(argv: list[str] | None = None) -> int:

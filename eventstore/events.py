@@ -50,6 +50,21 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
 
 # --- layer lifecycle ---------------------------------------------------------------
 
+class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What containerd knows of a layer that is one of its snapshots (not an event).
+
+    In an event, ``created``/``updated`` are left out: the fold takes the event's time.
+    """
+
+    key: str  # containerd's key (active, view) or name (committed), verbatim
+    kind: str  # "active" | "view" | "committed"
+    labels: dict[str, str] = {}
+    created: int = 0  # ns since the epoch: Info.created_at
+    updated: int = 0  # ns since the epoch: Info.updated_at
+    size: int = -1  # committed: bytes of the layer's own data, measured at commit
+    inodes: int = -1
+
+
 class LayerCreated(Event, tag="layer-created"):
     """Intent: the layer exists, incomplete, owned by ``owner`` until completed."""
 
@@ -60,6 +75,7 @@ class LayerCreated(Event, tag="layer-created"):
     driver: str = ""
     owner: Holder | None = None
     mount_label: str = ""
+    snapshot: Snapshot | None = None  # made by containerd through ``layerstore serve``
 
 
 class LayerCompleted(Event, tag="layer-completed"):
@@ -205,6 +221,27 @@ class OrphanKept(Event, tag="orphan-kept"):
     reason: str = ""
 
 
+# --- containerd snapshots (eventstore/containerd, docs/containerd.md) -------------------
+
+class SnapshotCommitted(Event, tag="snapshot-committed"):
+    """An active snapshot is now committed under ``key``: read-only, renamed to
+    ``names``, its labels replaced; the data stays where it is."""
+
+    layer: str
+    key: str = ""
+    names: list[str] = []
+    labels: dict[str, str] = {}
+    size: int = -1
+    inodes: int = -1
+
+
+class SnapshotLabelsChanged(Event, tag="snapshot-labels-changed"):
+    """The snapshot's labels are now exactly ``labels``."""
+
+    layer: str
+    labels: dict[str, str] = {}
+
+
 AnyEvent = (
     LayerCreated
     | LayerCompleted
@@ -226,6 +263,8 @@ AnyEvent = (
     | QuarantineLifted
     | LostFoundPurged
     | OrphanKept
+    | SnapshotCommitted
+    | SnapshotLabelsChanged
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

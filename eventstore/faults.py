@@ -62,6 +62,9 @@ POINTS: dict[str, str] = {
     "recovery.before-remove": "recovery is about to remove a half-made or half-deleted layer",
     "recovery.after-remove": "recovery removed a layer's data, not yet recorded",
     "recovery.before-orphan": "recovery is about to remove orphan driver data",
+    # eventstore/containerd/
+    "containerd.commit.before-event": "Commit: usage measured, data not yet synced nor recorded",
+    "containerd.commit.after-event": "Commit: recorded durably, not yet answered",
     # eventstore/drivers/
     "driver.overlay.create.half-done": "overlay: directories made, short link not yet",
     "driver.overlay.mount": "overlay: about to mount(2)",

@@ -19,7 +19,7 @@ import msgspec
 
 from eventstore import errors
 from eventstore import events as ev
-from eventstore.events import Holder
+from eventstore.events import Holder, Snapshot
 
 
 class LayerRecord(msgspec.Struct, kw_only=True):
@@ -48,6 +48,7 @@ class LayerRecord(msgspec.Struct, kw_only=True):
     quarantined: str = ""
     created_lsn: int = 0
     updated_lsn: int = 0
+    snapshot: Snapshot | None = None  # containerd's view of the layer, when it made it
 
     @property
     def hold_refs(self) -> int:
@@ -178,6 +179,14 @@ def check(state: State, event: ev.Event) -> None:
         case ev.QuarantineLifted(layer=layer_id):
             if not _existing(state, layer_id).quarantined:
                 raise errors.RuleViolation(f"layer {layer_id}: not quarantined")
+        case ev.SnapshotCommitted(layer=layer_id, names=names):
+            snapshot = _usable(state, layer_id).snapshot
+            if snapshot is None or snapshot.kind != "active":
+                raise errors.RuleViolation(f"layer {layer_id}: not an active containerd snapshot")
+            _check_names(state, layer_id, names)
+        case ev.SnapshotLabelsChanged(layer=layer_id):
+            if _usable(state, layer_id).snapshot is None:
+                raise errors.RuleViolation(f"layer {layer_id}: not a containerd snapshot")
         case _:
             pass
 
@@ -192,6 +201,8 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
                 id=event.layer, parent=event.parent, names=list(event.names), created=event.time,
                 writable=event.writable, driver=event.driver, owner=event.owner,
                 mount_label=event.mount_label, created_lsn=lsn, updated_lsn=lsn,
+                snapshot=msgspec.structs.replace(event.snapshot, created=event.time, updated=event.time)
+                if event.snapshot else None,
             )
             state.put(rec)
             return
@@ -256,6 +267,13 @@ def _update(rec: LayerRecord, event: ev.Event) -> None:
             rec.quarantined = event.reason or "quarantined"
         case ev.QuarantineLifted():
             rec.quarantined = ""
+        case ev.SnapshotCommitted():
+            rec.writable = False
+            rec.names = list(event.names)
+            rec.snapshot = Snapshot(key=event.key, kind="committed", labels=dict(event.labels), created=event.time,
+                                    updated=event.time, size=event.size, inodes=event.inodes)
+        case ev.SnapshotLabelsChanged() if rec.snapshot is not None:
+            rec.snapshot = msgspec.structs.replace(rec.snapshot, labels=dict(event.labels), updated=event.time)
 
 
 def _quarantine_after_loss(state: State, lsn: int, event: ev.RecordsLost) -> None:

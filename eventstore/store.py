@@ -471,13 +471,15 @@ class LayerStore:
                writable: bool = False, content: BinaryIO | None = None,
                compressed_digest: str | None = None, diff_digest: str | None = None,
                mount_label: str = "", max_size: int | None = None,
-               progress: Callable[[int], None] | None = None, hold: Holder | None = None) -> str:
+               progress: Callable[[int], None] | None = None, hold: Holder | None = None,
+               snapshot: ev.Snapshot | None = None) -> str:
         """Create a layer (optionally filled from a tar stream); its id.
 
         An id that exists already with the same parent gets a hold and is returned (the
         seed's rule); with another parent it is ``LayerExists``. The hold is the
         handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
-        same event batch that completes it (no delete can come between).
+        same event batch that completes it (no delete can come between). ``snapshot``
+        records what containerd knows of a layer it makes (``eventstore.containerd``).
         """
         # every argument checked before the first event (docs/security.md)
         checked = check_create(layer_id, names, compressed_digest, diff_digest, max_size, mount_label)
@@ -491,7 +493,8 @@ class LayerStore:
             else:
                 layer_id = self._new_id()
             w.append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
-                                     driver=self.driver_name, owner=self.process, mount_label=mount_label))
+                                     driver=self.driver_name, owner=self.process, mount_label=mount_label,
+                                     snapshot=snapshot))
         faults.point("store.create.after-intent")
         try:
             result = self._fill(layer_id, parent_id, writable, content, compressed_digest, diff_digest,
@@ -619,9 +622,10 @@ class LayerStore:
 
     # --- delete ---------------------------------------------------------------------------------
 
-    def delete(self, ref: str, *, force: bool = False) -> None:
+    def delete(self, ref: str, *, force: bool = False, lease: str | None = None) -> None:
         """Delete a layer (``layer_store_delete``): refused while held, mounted (unless
-        forced: then it is unmounted first) or the parent of another layer."""
+        forced: then it is unmounted first) or the parent of another layer. ``lease``:
+        release that lease's hold in the record that begins the delete (both or neither)."""
         with self.writing() as w:
             rec = self.lookup(ref)
             if rec.incomplete and not rec.deleting and rec.owner and process.is_alive(rec.owner) \
@@ -638,13 +642,33 @@ class LayerStore:
                 self.driver.unmount(rec.id)
                 w.append(ev.LayerUnmounted(layer=rec.id, force=True))
             if not rec.deleting:
-                w.append(ev.LayerMarkedIncomplete(layer=rec.id, reason="delete", owner=self.process))
+                leased = Holder(lease=lease) if lease is not None else None
+                released = [ev.HoldReleased(layer=rec.id, holder=leased)] if leased in rec.holds else []
+                w.append(*released, ev.LayerMarkedIncomplete(layer=rec.id, reason="delete", owner=self.process))
         faults.point("store.delete.after-mark")
         self.remove_data(rec.id)
         faults.point("store.delete.after-remove")
         with self.writing() as w:
             if w.layer(rec.id) is not None:
                 w.append(ev.LayerDeleted(layer=rec.id))
+
+    # --- containerd snapshots (eventstore/containerd) --------------------------------------------
+
+    def commit_snapshot(self, ref: str, *, key: str, names: list[str], labels: dict[str, str],
+                        size: int = -1, inodes: int = -1) -> None:
+        """Freeze an active snapshot's layer read-only under ``key`` and ``names``, its
+        labels replaced; its data is synced first, so a committed layer survives a power loss."""
+        names = check_names(names)
+        layer_id = self.usable(ref).id
+        self.driver.sync(layer_id)
+        with self.writing() as w:
+            w.append(ev.SnapshotCommitted(layer=layer_id, key=key, names=names, labels=labels,
+                                          size=size, inodes=inodes))
+
+    def set_snapshot_labels(self, ref: str, labels: dict[str, str]) -> None:
+        """Replace a snapshot layer's labels."""
+        with self.writing() as w:
+            w.append(ev.SnapshotLabelsChanged(layer=self.lookup(ref).id, labels=labels))
 
     # --- mounts -----------------------------------------------------------------------------------
 

@@ -427,6 +427,15 @@ class OverlayDriver(Driver):
     def diff_path(self, layer_id: str) -> Path:
         return self._dir(layer_id) / "diff"
 
+    def work_path(self, layer_id: str) -> Path:
+        """The layer's overlay work dir (beside its ``diff``)."""
+        return self._dir(layer_id) / "work"
+
+    def lower_links(self, layer_id: str) -> list[Path]:
+        """The layer's parents' ``diff`` dirs, nearest first, as their short links
+        ``<home>/l/<short>``: the shortest names a mount's lowerdir can use ([] for a base)."""
+        return [self.home / entry for entry in self._read_lower(self._existing_dir(layer_id))]
+
     def metadata(self, layer_id: str) -> dict[str, str]:
         """LowerDir is "" for a base layer: its ``empty`` lower dir is a mount detail."""
         layer = self._existing_dir(layer_id)
