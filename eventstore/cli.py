@@ -668,6 +668,12 @@ def cmd_serve(store, args) -> int:
     return serve(store, args.containerd)
 
 
+def sqlite3_errors() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
@@ -679,8 +685,14 @@ def main(argv: list[str] | None = None) -> int:
     from eventstore.errors import LayerStoreError
     from eventstore.names import shown
 
+    from eventstore.notices import collecting
+
     try:
-        return run(args)
+        with collecting() as notices:
+            code = run(args)
+        if notices:  # one line: the first says what the others would
+            print(f"layerstore: warning: {shown(notices[0])}", file=sys.stderr)
+        return code
     except LayerStoreError as exc:
         # escaped: a message may quote caller input, and no escape may reach a terminal
         print(f"layerstore: {shown(exc)}", file=sys.stderr)
@@ -689,6 +701,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except sqlite3_errors() as exc:  # the read models' database: what SQLite says, in one line
+        from eventstore.query import sqlite_problem
+
+        problem = sqlite_problem(exc)
+        what = {"full": "no space left on device", "readonly": "read-only file system",
+                "damaged": "damaged"}.get(problem, str(exc))
+        print(f"layerstore: the read models (index.db): {shown(what)}", file=sys.stderr)
+        return 4 if problem == "damaged" else 5
     except OSError as exc:  # the disk or the kernel: a storage error, not a "no"
         where = f": {exc.filename}" if exc.filename else ""
         print(f"layerstore: {shown(f'{exc.strerror or exc}{where}')}", file=sys.stderr)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from eventstore import checkpoint
 from eventstore.log.format import FormatError, segment_name
-from eventstore.log.reader import ChainError, read_chain, read_header, record_header_at, span_crc
+from eventstore.log.reader import ChainError, list_segments, read_chain, read_header, record_header_at, span_crc
 from eventstore.query import Marks
 
 Triple = tuple[int, int, int]
@@ -51,10 +51,14 @@ def holds(log_dir: Path, fingerprint: tuple[int, int, int, int] | None) -> bool:
 
 
 def log_uuid(log_dir: Path) -> str | None:
-    try:
-        return str(read_header(log_dir / segment_name(1)).store_uuid)
-    except (FormatError, OSError):
-        return None
+    """The store the log's segments name (the first one whose header reads: segment 1
+    may be the one that is lost)."""
+    for _, path in list_segments(log_dir):
+        try:
+            return str(read_header(path).store_uuid)
+        except (FormatError, OSError):
+            continue
+    return None
 
 
 def expect(root: str | os.PathLike, marks: Marks) -> Expectation:

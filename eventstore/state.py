@@ -204,6 +204,13 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
                 snapshot=msgspec.structs.replace(event.snapshot, created=event.time, updated=event.time)
                 if event.snapshot else None,
             )
+            parent = state.get(event.parent) if event.parent else None
+            # only a replay after a repair can build on a parent the log lost, or on a
+            # quarantined one (the rules refuse both): the chain below it is in doubt too
+            if event.parent and parent is None:
+                rec.quarantined = f"its parent {event.parent[:12]} is not in the log (its records were lost)"
+            elif parent is not None and parent.quarantined:
+                rec.quarantined = f"its parent {parent.id[:12]} is quarantined ({parent.quarantined})"
             state.put(rec)
             return
         case ev.LayerDeleted():

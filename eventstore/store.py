@@ -33,6 +33,7 @@ from eventstore.inputs import check_create
 from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, Fingerprint, LogRecord, Position, Span
 from eventstore.log.reader import span_crc
 from eventstore.names import check_name, check_names
+from eventstore.notices import notice
 from eventstore.private import make_dir, make_root, secure_store
 from eventstore.provenance import Expectation, expect
 from eventstore.query import sqlite_problem
@@ -40,19 +41,6 @@ from eventstore.state import LayerRecord, apply, check, require_usable
 
 
 CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
-
-
-def warn(message: str) -> None:
-    """Something the caller should know, though the operation succeeded: to the
-    ``layerstore`` logger when the program configured logging, else one line on stderr."""
-    import logging
-    import sys
-
-    logger = logging.getLogger("layerstore")
-    if logger.hasHandlers():
-        logger.warning(message)
-    else:
-        print(f"layerstore: warning: {message}", file=sys.stderr)
 
 
 def _newest_checkpoint_lsn(root: Path) -> int:
@@ -129,6 +117,7 @@ class LayerStore:
         self._foreign: list[LogRecord] = []
         self.appended = 0  # events this handle appended (a failed command that appended none may be run again)
         self._index_behind = False  # a projection failed: catch up from the log before deciding
+        self._warned = False  # that a projection failed (said once per handle)
         self.checkpoint_interval = CHECKPOINT_INTERVAL
         self._checkpoint_lsn: int | None = None  # read on the first append
 
@@ -372,8 +361,10 @@ class LayerStore:
         except Exception as exc:
             # The events are durable: the operation happened, whatever the read models
             # say. They are caught up from the log before the next decision.
-            warn(f"the read models could not record LSN {last_lsn} ({exc}); the log has it, "
-                 f"and they catch up from it at the next operation")
+            if not self._warned:  # said once: the next ones fail for the same reason
+                self._warned = True
+                notice(f"the read models could not record LSN {last_lsn} ({exc}); the log has it, "
+                     f"and they catch up from it at the next operation")
             return last_lsn
         if self._checkpoint_lsn is None:
             self._checkpoint_lsn = _newest_checkpoint_lsn(self.root)
@@ -702,7 +693,7 @@ class LayerStore:
                 repaired += self.driver.repair_layer(chain[i], chain[i + 1:])
             if not repaired:
                 raise
-            warn(f"layer {rec.id}: driver metadata rebuilt before mounting: {'; '.join(repaired)}")
+            notice(f"layer {rec.id}: driver metadata rebuilt before mounting: {'; '.join(repaired)}")
             return self.driver.mount(rec.id, rec.mount_label)
 
     def parents(self, layer_id: str) -> list[str]:

@@ -125,7 +125,7 @@ def conduct_problems(result: CommandResult) -> list[str]:
         problems.append(f"{shown}: Python traceback: {last_line(result.stderr)}")
     elif len(result.stderr.strip().splitlines()) > 1:
         problems.append(f"{shown}: {len(result.stderr.strip().splitlines())} lines on stderr: "
-                        f"{first_line(result.stderr)} ...")
+                        f"{' | '.join(result.stderr.strip().splitlines()[:3])}")
     return problems
 
 

@@ -99,10 +99,30 @@ def read_only_medium(run: CaseRun) -> str:
 
 
 def other_user(run: CaseRun) -> str:
-    """Commands before the remedy run as user nobody (who may read, not write, the root)."""
+    """Commands before the remedy run as user nobody, who may not even read the store
+    (it is the owner's alone, 0700: docs/security.md): one line each, no traceback."""
     run.user = "nobody"
     run.tmpdir.chmod(0o1777)
-    return "commands run as user nobody (setpriv)"
+    return "commands run as user nobody (setpriv), the store 0700"
+
+
+def reader_user(run: CaseRun) -> str:
+    """Commands before the remedy run as user nobody, whom the operator let read the
+    store (group and others may read everything, write nothing): reads answer, writes
+    fail with one line (DESIGN §3: reads work for a user who may not write)."""
+    run.user = "nobody"
+    run.tmpdir.chmod(0o1777)
+    for folder, dirs, files in os.walk(run.root):
+        os.chmod(folder, os.stat(folder).st_mode | 0o055)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o044)
+    parent = run.root.parent
+    while parent != parent.parent:
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        parent = parent.parent
+    return "commands run as user nobody (setpriv), who may read the store but not write it"
 
 
 def zombie_creator(run: CaseRun) -> str:

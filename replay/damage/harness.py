@@ -189,7 +189,8 @@ def _remedy(case: Case, run: CaseRun, problems: list[str]) -> set[str]:
 def _after_remedy(case: Case, run: CaseRun, hold: CommandResult, deleted: set[str]) -> list[str]:
     """``check`` passes, the write's fate is right, the probe layer mounts."""
     problems = checks.check_remedied(run.cli("after", "check --content"))
-    problems += checks.check_write(run, hold, run.cli("after", f"refs {{{WRITE_SUBJECT}}}"))
+    problems += checks.check_write(run, hold, run.cli(
+        "after", f"--json history {{{WRITE_SUBJECT}}} --type hold-added --type hold-released"))
     probe = "rw" if case.probe in deleted else case.probe
     if checks.probe_usable(run.cli("after", f"--json layer {{{probe}}}")):
         mount = run.cli("after", f"mount {{{probe}}}")

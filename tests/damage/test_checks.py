@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from replay.damage import checks
+from replay.damage.workload import WRITE_LEASE
 from replay.damage.bytes import Skip, flip, swap, truncate
 from replay.damage.caserun import CaseRun
 from replay.damage.commands import ALLOWED, STORAGE, CommandResult, command_name, conduct_problems
@@ -117,22 +118,40 @@ def test_the_truth_passes(run: CaseRun):
 
 # --- (g) writes ---------------------------------------------------------------------------------------
 
+def holds(*events: tuple[str, str]) -> str:
+    """``history --json`` of hold events: (type, lease) each."""
+    import json
+
+    return json.dumps([{"lsn": i + 1, "type": kind, "layer": APP, "details": {"holder": {"lease": lease}}}
+                       for i, (kind, lease) in enumerate(events)])
+
+
+HISTORY = f"--json history {APP} --type hold-added --type hold-released"
+
+
 def test_an_acknowledged_write_lost_by_the_remedy_is_reported(run: CaseRun):
-    hold = result(f"hold --lease h {APP}", 0, "2\n", phase="write")
-    assert "is lost" in checks.check_write(run, hold, result(f"refs {APP}", 0, "1\n"))[0]
-    assert "is lost" in checks.check_write(run, hold, result(f"refs {APP}", 1, stderr="not found"))[0]
-    assert checks.check_write(run, hold, result(f"refs {APP}", 0, "2\n")) == []
+    hold = result(f"hold --lease {WRITE_LEASE} {APP}", 0, "2\n", phase="write")
+    assert "is lost" in checks.check_write(run, hold, result(HISTORY, 0, holds(("hold-added", "other"))))[0]
+    assert "is lost" in checks.check_write(run, hold, result(HISTORY, 0, holds(
+        ("hold-added", WRITE_LEASE), ("hold-released", WRITE_LEASE))))[0]
+    assert "cannot be found" in checks.check_write(run, hold, result(HISTORY, 1, stderr="not found"))[0]
+    assert checks.check_write(run, hold, result(HISTORY, 0, holds(("hold-added", WRITE_LEASE)))) == []
+
+
+def test_older_holds_lost_to_the_damage_are_not_the_writes_fault(run: CaseRun):
+    hold = result(f"hold --lease {WRITE_LEASE} {APP}", 0, "2\n", phase="write")
+    assert checks.check_write(run, hold, result(HISTORY, 0, holds(("hold-added", WRITE_LEASE)))) == []
 
 
 def test_a_failed_write_that_took_effect_is_reported(run: CaseRun):
-    failed = result(f"hold --lease h {APP}", 5, stderr="layerstore: no space\n", phase="write")
-    assert "yet took effect" in checks.check_write(run, failed, result(f"refs {APP}", 0, "2\n"))[0]
-    assert checks.check_write(run, failed, result(f"refs {APP}", 0, "1\n")) == []
+    failed = result(f"hold --lease {WRITE_LEASE} {APP}", 5, stderr="layerstore: no space\n", phase="write")
+    assert "yet took effect" in checks.check_write(run, failed, result(HISTORY, 0, holds(("hold-added", WRITE_LEASE))))[0]
+    assert checks.check_write(run, failed, result(HISTORY, 0, holds(("hold-added", "other")))) == []
 
 
 def test_a_write_saying_an_acknowledged_layer_is_not_found_is_reported(run: CaseRun):
-    denied = result(f"hold --lease h {APP}", 1, stderr="layerstore: not found\n", phase="write")
-    assert "is not found" in checks.check_write(run, denied, result(f"refs {APP}", 0, "1\n"))[0]
+    denied = result(f"hold --lease {WRITE_LEASE} {APP}", 1, stderr="layerstore: not found\n", phase="write")
+    assert "is not found" in checks.check_write(run, denied, result(HISTORY, 0, holds()))[0]
 
 
 # --- (a) data -------------------------------------------------------------------------------------------
