@@ -21,6 +21,7 @@ is not its LSN, a fingerprint the log does not have (another history). The newes
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import uuid as uuidlib
@@ -63,16 +64,33 @@ class Checkpoint(NamedTuple):
     lsn: int
     position: "Position"
     state: "State"
+    fingerprint: tuple[int, int, int, int] = (0, 0, 0, 0)
+    sealed: dict[int, tuple[int, ...]] = {}   # the log's sealed segments then (docs/lifecycle.md)
+    horizon: tuple[int, int] | None = None     # (first segment, first LSN) when retention had dropped some
 
 
 def checkpoint_dir(root: Path) -> Path:
     return Path(root) / "checkpoints"
 
 
+@functools.cache
+def _body_type():
+    """The body's struct, made when first needed (the fast read path never needs it)."""
+    import msgspec
+
+    from eventstore.state import LayerRecord
+
+    return msgspec.defstruct("Body", [("layers", list[LayerRecord]),
+                                      ("sealed", list[tuple[int, int, int, int, int, int]], []),
+                                      ("horizon", tuple[int, int] | None, None)], array_like=True)
+
+
 def write(root: Path, store_uuid: uuidlib.UUID, position: "Position", fingerprint: "Fingerprint | None",
-          layers: "list[LayerRecord]") -> Path:
+          layers: "list[LayerRecord]", sealed: dict[int, tuple[int, ...]] | None = None,
+          horizon: tuple[int, int] | None = None) -> Path:
     """Write the state at ``position`` (the LSN before ``position.lsn``) atomically;
-    ``fingerprint`` names the last record it covers (None for an empty log)."""
+    ``fingerprint`` names the last record it covers (None for an empty log); ``sealed``
+    and ``horizon`` are what the log's lifecycle had done by then."""
     import msgspec
 
     directory = checkpoint_dir(root)
@@ -81,7 +99,8 @@ def write(root: Path, store_uuid: uuidlib.UUID, position: "Position", fingerprin
         fsync_dir(directory.parent)
     lsn = position.lsn - 1
     head = HEADER.pack(MAGIC, VERSION, store_uuid.bytes, lsn, *position, *(fingerprint or (0, 0, 0, 0)))
-    data = head + HEADER_CRC.pack(crc32c(head)) + msgspec.msgpack.encode(layers)
+    body = _body_type()(layers, [(n, *facts) for n, facts in sorted((sealed or {}).items())], horizon)
+    data = head + HEADER_CRC.pack(crc32c(head)) + msgspec.msgpack.encode(body)
     data += struct.pack("<I", crc32c(data))
     path = directory / f"{lsn:016d}.ckpt"
     _remove_temp_files(directory)
@@ -156,7 +175,7 @@ def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint:
     import msgspec
 
     from eventstore.log import Position
-    from eventstore.state import LayerRecord, State
+    from eventstore.state import State
 
     header = read_header(path, store_uuid)
     try:
@@ -167,14 +186,15 @@ def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint:
     if len(data) < HEADER_SIZE + 4 or crc32c(data[:-4]) != stored:
         raise UntrustedCheckpoint("checksum mismatch")
     try:
-        layers = msgspec.msgpack.decode(data[HEADER_SIZE:-4], type=list[LayerRecord])
+        body = msgspec.msgpack.decode(data[HEADER_SIZE:-4], type=_body_type())
     except msgspec.DecodeError as exc:
         raise UntrustedCheckpoint(f"undecodable: {exc}") from None
     state = State()
-    for rec in layers:
+    for rec in body.layers:
         state.put(rec)
     state.lsn = header.lsn
-    return Checkpoint(str(path), header.lsn, Position(*header.position), state)
+    return Checkpoint(str(path), header.lsn, Position(*header.position), state, header.fingerprint,
+                      {row[0]: tuple(row[1:]) for row in body.sealed}, body.horizon)
 
 
 def follows(header: CheckpointHeader, log: "EventLog") -> bool:
@@ -212,6 +232,12 @@ def load_state(root: Path, log: "EventLog", skipped: list[str] | None = None,
     from eventstore.state import State, apply
 
     ckpt = newest(root, log, at_most_lsn, skipped)
+    if ckpt is None and log.first_position.lsn > 1:
+        from eventstore.errors import InvalidArgument
+
+        raise InvalidArgument(f"the log starts at LSN {log.first_position.lsn} (retention dropped the history "
+                              f"before it) and no checkpoint kept carries the state "
+                              f"{'at LSN ' + str(at_most_lsn) if at_most_lsn is not None else 'before it'}")
     state = ckpt.state if ckpt else State()
     start = ckpt.position if ckpt else None
     for record in log.records(start):

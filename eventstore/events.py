@@ -17,7 +17,7 @@ import msgspec
 SCHEMA_VERSION = 2
 
 
-class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
+class Actor(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Who caused an event: a process, its user, its program."""
 
     pid: int
@@ -25,7 +25,7 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     program: str = ""
 
 
-class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
+class Holder(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Who holds a layer: a live process (pid + start time + boot), or a named lease."""
 
     pid: int = 0
@@ -37,7 +37,10 @@ class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"lease {self.lease}" if self.lease else f"pid {self.pid}"
 
 
-class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+# gc=False: events, actors and holders never take part in a reference cycle, so the
+# garbage collector need not track them. Replaying a million events otherwise spends
+# most of its time in collections walking the events just decoded (docs/benchmarks.md).
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
     """Base of every event: when, and by whom."""
 
     time: int = 0  # UTC, nanoseconds since the epoch
@@ -50,7 +53,7 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
 
 # --- layer lifecycle ---------------------------------------------------------------
 
-class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True):
+class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """What containerd knows of a layer that is one of its snapshots (not an event).
 
     In an event, ``created``/``updated`` are left out: the fold takes the event's time.
@@ -242,6 +245,33 @@ class SnapshotLabelsChanged(Event, tag="snapshot-labels-changed"):
     labels: dict[str, str] = {}
 
 
+# --- the log's lifecycle (docs/lifecycle.md) ------------------------------------------
+
+class SegmentSealed(Event, tag="segment-sealed"):
+    """Segment ``segment`` (LSNs ``first_lsn``..``last_lsn``, ``size`` bytes with CRC32C
+    ``crc``, its last event at ``last_time``) is covered by a checkpoint and never
+    changes again: it may be archived, and dropped by retention."""
+
+    segment: int = 0
+    first_lsn: int = 0
+    last_lsn: int = 0
+    size: int = 0
+    crc: int = 0
+    last_time: int = 0
+
+
+class HistoryHorizon(Event, tag="history-horizon"):
+    """Retention dropped every segment before ``first_segment``: the log (and the
+    history) now starts at ``first_lsn``; the state before it is carried by the
+    checkpoint at ``checkpoint_lsn`` (its last record's ``fingerprint``)."""
+
+    first_lsn: int = 0
+    first_segment: int = 0
+    checkpoint_lsn: int = 0
+    fingerprint: list[int] = []
+    policy: str = ""
+
+
 AnyEvent = (
     LayerCreated
     | LayerCompleted
@@ -265,6 +295,8 @@ AnyEvent = (
     | OrphanKept
     | SnapshotCommitted
     | SnapshotLabelsChanged
+    | SegmentSealed
+    | HistoryHorizon
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

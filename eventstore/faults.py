@@ -40,6 +40,12 @@ POINTS: dict[str, str] = {
     "log.segment.before-rename": "a new segment is synced under its temp name",
     "log.segment.after-rename": "a new segment is in place",
     "log.repair.before-truncate": "a torn tail is copied aside, not yet truncated",
+    "log.seal.after-event": "segments a checkpoint covers are sealed, not yet archived",
+    "log.archive.after-compress": "a sealed segment's archive is in place, not yet checked",
+    "log.archive.before-unlink": "a sealed segment's archive is checked, the plain file not yet gone",
+    "log.retention.after-event": "a history horizon is recorded, its file not yet written",
+    "log.retention.after-horizon-file": "the horizon file is written, the old segments not yet dropped",
+    "log.retention.before-drop": "an archived segment behind the horizon is about to be deleted",
     # eventstore/fsutil.py
     "fsutil.atomic-write.before-rename": "an atomic write's temp file is synced, not renamed",
     "fsutil.atomic-write.after-rename": "an atomic write is renamed, its directory not yet synced",

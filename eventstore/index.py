@@ -31,7 +31,7 @@ from eventstore.query import Reader, connect
 from eventstore.state import LayerRecord, apply
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _json = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(LayerRecord)
@@ -57,6 +57,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         "program": str, "details": str,
     }, pk="lsn", if_not_exists=True)
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["segments"].create({  # sealed segments (docs/lifecycle.md), from segment-sealed events
+        "number": int, "first_lsn": int, "last_lsn": int, "size": int, "crc": int, "last_time": int,
+    }, pk="number", if_not_exists=True)
     for table, columns in [
         ("layers", ["parent"]), ("layers", ["compressed_digest"]), ("layers", ["diff_digest"]),
         ("layers", ["created_lsn"]), ("names", ["layer"]), ("history", ["layer"]), ("history", ["time"]),
@@ -203,7 +206,7 @@ class Index(Reader):
         if self.path is not None:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-        if new or self.meta("schema") is None:
+        if new or self.meta("schema") != str(SCHEMA_VERSION):  # new tables come with if_not_exists
             self._transaction(lambda: _create_schema(self.conn))
 
     @classmethod
@@ -239,8 +242,9 @@ class Index(Reader):
         def body() -> None:
             for table in ("layers", "names", "history"):
                 self.conn.execute(f"DELETE FROM {table}")
+            self.conn.execute("DELETE FROM segments")
             self.conn.execute("DELETE FROM meta WHERE key IN "
-                              "('position', 'store_uuid', 'swept_boot', 'last_record', 'span')")
+                              "('position', 'store_uuid', 'swept_boot', 'last_record', 'span', 'horizon')")
 
         self._transaction(body)
 
@@ -307,6 +311,8 @@ class Index(Reader):
                         continue
                     apply(state, lsn, event)
                     history.append(history_row(lsn, event))
+                    if isinstance(event, (ev.SegmentSealed, ev.HistoryHorizon)):
+                        self._project_lifecycle(event)
                 end = record.end
             if end is None:
                 return 0
@@ -324,6 +330,70 @@ class Index(Reader):
             return len(history)
 
         return self._transaction(body)
+
+    def _project_lifecycle(self, event: ev.Event) -> None:
+        # inside the projection's transaction
+        if isinstance(event, ev.SegmentSealed):
+            self.conn.execute("INSERT OR REPLACE INTO segments VALUES (?, ?, ?, ?, ?, ?)",
+                              (event.segment, event.first_lsn, event.last_lsn, event.size, event.crc,
+                               event.last_time))
+        else:  # the history before the horizon went with its segments
+            self.conn.execute("DELETE FROM history WHERE lsn < ?", (event.first_lsn,))
+            self.conn.execute("DELETE FROM segments WHERE number < ?", (event.first_segment,))
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('horizon', ?)",
+                              (f"{event.first_segment}:{event.first_lsn}",))
+
+    def sealed(self) -> dict[int, tuple[int, int, int, int, int]]:
+        """Sealed segments: number -> (first LSN, last LSN, size, CRC, last event time)."""
+        return {row[0]: tuple(row[1:]) for row in self.conn.execute("SELECT * FROM segments ORDER BY number")}
+
+    def horizon(self) -> tuple[int, int] | None:
+        """(first segment, first LSN) of the log once retention dropped older segments."""
+        value = self.meta("horizon")
+        return tuple(int(x) for x in value.split(":")) if value else None  # type: ignore[return-value]
+
+    def load_checkpoint(self, ckpt, store_uuid: str) -> None:
+        """Empty read models filled with a checkpoint's state, positioned after it: the
+        layer tables of a rebuild without replaying what came before (the history
+        before it comes from ``backfill_history``)."""
+        def body() -> None:
+            state = IndexState(self.conn)
+            for rec in sorted(ckpt.state.layers.values(), key=lambda r: r.created_lsn):
+                state.put(rec)
+            state.flush()
+            self.conn.executemany("INSERT OR REPLACE INTO segments VALUES (?, ?, ?, ?, ?, ?)",
+                                  [(n, *facts) for n, facts in ckpt.sealed.items()])
+            meta = [("position", ":".join(map(str, ckpt.position))), ("store_uuid", store_uuid)]
+            if ckpt.horizon:
+                meta.append(("horizon", ":".join(map(str, ckpt.horizon))))
+            if ckpt.fingerprint and ckpt.lsn:
+                meta.append(("last_record", ":".join(map(str, ckpt.fingerprint))))
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
+
+        self._transaction(body)
+
+    def backfill_history(self, log, until: Position) -> int:
+        """History rows for the events before ``until`` (a rebuild from a checkpoint:
+        the layer tables came from it, the audit trail comes from the log); rows only,
+        no fold. The events written."""
+        total = 0
+        rows: list[tuple] = []
+
+        def flush() -> None:
+            self._transaction(lambda: self.conn.executemany(
+                "INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows))
+
+        for record in log.records(until=until):
+            for i, event in enumerate(record.events):
+                rows.append(history_row(record.lsn + i, event))
+            if len(rows) >= 20_000:
+                flush()
+                total += len(rows)
+                rows = []
+        if rows:
+            flush()
+            total += len(rows)
+        return total
 
     def catch_up(self, log) -> int:
         """Apply whatever the log holds beyond our position; events applied."""

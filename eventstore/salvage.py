@@ -14,8 +14,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from eventstore import checkpoint
 from eventstore.index import Index
+from eventstore.lifecycle import unarchive
 from eventstore.log import EventLog
 from eventstore.log.repair import apply, describe, plan
 from eventstore.provenance import expect
@@ -48,6 +48,7 @@ def repair_store(root: str | os.PathLike, dry_run: bool = False) -> list[str]:
             return [f"nothing to repair: {_whole(root)}"]
         if dry_run:
             return [*lines, "dry run: nothing was changed"]
+        lines += unarchive(root / "log")  # repair edits plain files; archiving them again is the next checkpoint's
         lines += apply(root, the_plan)
         if the_plan.losses:
             lines += _set_aside_derived(root, min(loss.first_lsn for loss in the_plan.losses))
@@ -56,17 +57,15 @@ def repair_store(root: str | os.PathLike, dry_run: bool = False) -> list[str]:
 
 
 def _set_aside_derived(root: Path, first_lost: int) -> list[str]:
-    """The read models, and the checkpoints that saw the lost records, no longer follow
-    the log: set aside (they are evidence), to be rebuilt from it."""
+    """The read models no longer follow the log: set aside (they are evidence), to be
+    rebuilt from it. Checkpoints stay: one taken after the lost records carries their
+    effect (a rebuild from it loses only their history), one whose last record was lost
+    no longer follows the log and is skipped by itself."""
     lines = []
     if (root / "index.db").exists():
         aside = Index.set_aside(root / "index.db", "before-repair")
-        lines.append(f"read models set aside to {aside.name} (rebuilt from the log at the next open)")
-    for header in checkpoint.headers(root):
-        if header.lsn >= first_lost:
-            aside = header.path.with_name(header.path.name + ".before-repair")
-            os.rename(header.path, aside)
-            lines.append(f"checkpoint {header.path.name} set aside to {aside.name} (it saw lost records)")
+        lines.append(f"read models set aside to {aside.name} (rebuilt from the log and the newest checkpoint "
+                     f"at the next open)")
     return lines
 
 

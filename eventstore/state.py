@@ -22,7 +22,7 @@ from eventstore import events as ev
 from eventstore.events import Holder, Snapshot
 
 
-class LayerRecord(msgspec.Struct, kw_only=True):
+class LayerRecord(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked (events.py)
     """Everything the store knows of one layer."""
 
     id: str
@@ -221,7 +221,8 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
             _quarantine_after_loss(state, lsn, event)
             return
         case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved() | \
-                ev.DataMovedAside() | ev.LostFoundPurged() | ev.OrphanKept():
+                ev.DataMovedAside() | ev.LostFoundPurged() | ev.OrphanKept() | ev.SegmentSealed() | \
+                ev.HistoryHorizon():
             return
     layer_id = getattr(event, "layer", None)
     old = state.get(layer_id) if layer_id else None

@@ -119,6 +119,8 @@ class LayerStore:
         self._index_behind = False  # a projection failed: catch up from the log before deciding
         self._warned = False  # that a projection failed (said once per handle)
         self.checkpoint_interval = CHECKPOINT_INTERVAL
+        self.archive_segments = True  # compress sealed segments (docs/lifecycle.md)
+        self.history_retention = None  # lifecycle.Retention: drop archived history older than it
         self._checkpoint_lsn: int | None = None  # read on the first append
 
     @property
@@ -284,16 +286,32 @@ class LayerStore:
         """Read models built afresh in memory from the log (a reader that met damage)."""
         self.index.close()
         self.index = Index.in_memory()
-        self.index.catch_up(self.log)
+        self.rebuild_index()
 
     def rebuild_index(self) -> None:
-        """Drop the read models and project the whole log again.
+        """Drop the read models and project the log again: the layer tables from the
+        newest checkpoint that follows the log (then only the events after it), the
+        history from every event. A log whose older segments retention dropped can be
+        rebuilt only so.
 
-        In place, in one transaction, rather than by deleting index.db: another process
-        with the file open would go on reading and writing an unlinked copy."""
+        In place, rather than by deleting index.db: another process with the file open
+        would go on reading and writing an unlinked copy."""
+        from eventstore import checkpoint
+
         # under the writer lock: no other process decides against half-rebuilt tables
         with self.log.locked() if self.log.writer else nullcontext():
             self.index.reset()
+            ckpt = checkpoint.newest(self.root, self.log)
+            starts_later = self.log.first_position.lsn > 1
+            if ckpt is not None and ckpt.lsn > 0:
+                # the history first: the checkpoint's load sets the position, and read
+                # models with a position look whole (an interrupted backfill must not)
+                self.index.backfill_history(self.log, until=ckpt.position)
+                self.index.load_checkpoint(ckpt, str(self.log.store_uuid))
+            elif starts_later:
+                raise errors.CorruptStore(
+                    f"the log starts at LSN {self.log.first_position.lsn} (retention dropped what came before) "
+                    f"and no checkpoint carries the state before it: the read models cannot be rebuilt")
             self.index.catch_up(self.log)
 
     def close(self) -> None:
@@ -330,20 +348,21 @@ class LayerStore:
                     + ("" if self.appended else "; nothing was changed")) from None
 
     def _apply_foreign(self) -> None:
-        if self._index_behind:
-            # a projection failed after its events were durable: catch up from the log
-            # itself. Projecting the next record instead would move the read models'
-            # position past the failed one, and they would never see its events.
-            self._foreign.clear()
-            self.index.catch_up(self.log)
-            self._index_behind = False
-        if self._foreign:
+        if self._index_behind or self._foreign:
             records, self._foreign[:] = list(self._foreign), []
             self._project(records)
 
     def _project(self, records: list[LogRecord]) -> None:
         try:
-            self.index.apply(records, str(self.log.store_uuid))
+            if self._index_behind:
+                # a projection failed after its events were durable: catch up from the
+                # log itself. Projecting only the next record would move the read
+                # models' position past the failed one, and they would never see it.
+                self._foreign.clear()
+                self.index.catch_up(self.log)
+                self._index_behind = False
+            else:
+                self.index.apply(records, str(self.log.store_uuid))
         except BaseException:
             self._index_behind = True
             raise
@@ -379,10 +398,39 @@ class LayerStore:
         position = self.index.position() or self.log.tail
         last = self.index.marks().last_record
         path = checkpoint.write(self.root, self.log.store_uuid, position, Fingerprint(*last) if last else None,
-                                self.index.records())
+                                self.index.records(), self.index.sealed(), self.index.horizon())
         self._checkpoint_lsn = position.lsn - 1
         self.index.set_span(position, 0)  # the checked span starts at the newest checkpoint
+        self._after_checkpoint(position, Fingerprint(*last) if last else None)
         return path
+
+    def _after_checkpoint(self, position: Position, fingerprint: Fingerprint | None) -> None:
+        """The log's lifecycle (docs/lifecycle.md): seal what the checkpoint covers,
+        archive it, drop what retention lets go. Under the writer lock."""
+        from eventstore import lifecycle
+
+        for seal in lifecycle.seals_due(self.log, self.index.sealed(), position.segment):
+            self._append_checked(self.index.state(), (seal,))
+        faults.point("log.seal.after-event")
+        if not self.archive_segments:
+            return
+        for seal in lifecycle.reseals_due(self.log, self.index.sealed()):
+            self._append_checked(self.index.state(), (seal,))
+        lifecycle.archive(self.log.log_dir, self.index.sealed())
+        if self.history_retention is None:
+            return
+        due = lifecycle.horizon_due(self.log.log_dir, self.index.sealed(), position.lsn - 1, self.log.last_lsn,
+                                    self.history_retention)
+        if due is not None and due != self.index.horizon():
+            self._append_checked(self.index.state(), (ev.HistoryHorizon(
+                first_segment=due[0], first_lsn=due[1], checkpoint_lsn=position.lsn - 1,
+                fingerprint=list(fingerprint or ()), policy=str(self.history_retention)),))
+            faults.point("log.retention.after-event")
+        horizon = self.index.horizon()
+        if horizon is not None:  # written and dropped now, or finished after a crash
+            lifecycle.write_horizon(self.log.log_dir, *horizon)
+            lifecycle.drop_before(self.log.log_dir, horizon[0])
+            self.log.forget_before(horizon[0])
 
     def checkpoint(self) -> Path:
         """Write a checkpoint of the state now (also taken every ``checkpoint_interval`` events)."""

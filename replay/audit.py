@@ -105,8 +105,10 @@ def lsn_at_time(store, when: int) -> int:
 def state_at(store, lsn: int) -> State:
     """The fold's state right after ``lsn``: the newest checkpoint at or before it, then
     the events up to it."""
-    if lsn < 0 or lsn > store.log.last_lsn:
-        raise InvalidArgument(f"LSN {lsn} is outside the log (1..{store.log.last_lsn})")
+    first = store.log.first_position.lsn
+    if lsn < first - 1 or lsn > store.log.last_lsn:
+        horizon = f" (the history horizon: retention dropped LSNs before {first})" if first > 1 else ""
+        raise InvalidArgument(f"LSN {lsn} is outside the log ({first}..{store.log.last_lsn}){horizon}")
     return checkpoint.load_state(store.root, store.log, at_most_lsn=lsn)
 
 

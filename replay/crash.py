@@ -100,6 +100,7 @@ class Config:
     only: list[str] | None = None  # "K" or "K/J"
     keep: bool = False
     content: bool = True  # regenerate digests (needs eventstore.archive)
+    history_retention: str = ""  # a retention policy for the store (docs/lifecycle.md): "" keeps everything
 
     def mode_at(self, position: int) -> str:
         if self.power_mode != "mix":
@@ -138,6 +139,8 @@ def _child_env(config: Config, trace: Path | None, failpoints: str = "", boot: s
         env["LAYERSTORE_FAILPOINTS"] = failpoints
     if boot:
         env["LAYERSTORE_BOOT_ID"] = boot
+    if config.history_retention:
+        env["LAYERSTORE_HISTORY_RETENTION"] = config.history_retention
     return env
 
 
@@ -194,7 +197,8 @@ def _reopener(config: Config, root: Path):
     def reopen():
         from eventstore.opener import open_store
 
-        return open_store(root, config.driver, segment_size=config.segment_size)
+        return open_store(root, config.driver, segment_size=config.segment_size,
+                          history_retention=config.history_retention or None)
     return reopen
 
 
@@ -433,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only crash point K (and crash its recovery at J); repeatable")
     p.add_argument("--keep", action="store_true", help="keep the roots of violations (and of --only points)")
     p.add_argument("--no-content", action="store_true", help="skip regenerating layer contents")
+    p.add_argument("--history-retention", default="", metavar="POLICY",
+                   help="run the store with this retention policy (90d, 500): archiving and dropping crashed too")
     args = p.parse_args(argv)
 
     load_driver_modules(args.driver, args.driver_module)
@@ -461,7 +467,7 @@ def _main(args, base: Path, workload: str, name: str) -> int:
                     checkpoint_interval=args.checkpoint_interval,
                     recovery_crashes=-1 if args.recovery_crashes == "all" else int(args.recovery_crashes),
                     recovery_sample=args.recovery_sample, jobs=args.jobs, only=args.only, keep=args.keep,
-                    content=not args.no_content)
+                    content=not args.no_content, history_retention=args.history_retention)
     try:
         results = run(config)
     except HarnessError as exc:

@@ -80,6 +80,8 @@ def reproduce_command(config, position: str) -> str:
         parts += ["--fault", config.fault]
     if config.workload_name != "built-in":
         parts += ["--workload", config.workload_name]
+    if config.history_retention:
+        parts += ["--history-retention", config.history_retention]
     defaults = {f.name: f.default for f in fields(config)}
     for name in ("segment_size", "checkpoint_interval"):
         if getattr(config, name) != defaults[name]:

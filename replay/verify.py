@@ -19,6 +19,7 @@ import hashlib
 
 import msgspec
 
+from eventstore.events import RecordsLost
 from eventstore.index import history_row
 from eventstore.state import State, apply
 
@@ -124,24 +125,51 @@ def _check_added_files(store, state: State, rec) -> str | None:
 
 
 def _fold_comparing_history(store, problems: list[str]) -> State:
-    """The fold of the whole log; on the way, each history row against its event."""
+    """The state the log gives, and on the way each history row against its event.
+
+    The fold of the whole log — except where the log alone cannot give the state: when
+    retention dropped its start, or a repair marked records lost before the newest
+    checkpoint. The checkpoint that follows the log (its last record is there) then
+    carries the state, and only what came after it is folded (as a rebuild does)."""
+    from eventstore import checkpoint
+
+    ckpt = checkpoint.newest(store.root, store.log)
     state = State()
+    tail: list[tuple[int, object]] = []  # after the checkpoint, to fold onto it if need be
+    from_checkpoint = store.log.first_position.lsn > 1
+    if from_checkpoint and ckpt is None:
+        problems.append(f"log: it starts at LSN {store.log.first_position.lsn} (retention) and no checkpoint "
+                        f"carries the state before it")
+        from_checkpoint = False
     rows = iter(store.index.conn.execute("SELECT * FROM history ORDER BY lsn"))
     row = next(rows, None)
     differing, missing, extra = [], [], []
+    horizon = store.index.horizon()
+    dropped_before = horizon[1] if horizon else 0
     for lsn, event in store.log.events():
-        apply(state, lsn, event)
-        state.lsn = lsn
+        if not from_checkpoint:
+            apply(state, lsn, event)
+            state.lsn = lsn
+            if ckpt is not None and isinstance(event, RecordsLost) and lsn <= ckpt.lsn:
+                from_checkpoint = True  # the log lost records the checkpoint saw the effect of
+        if ckpt is not None and lsn > ckpt.lsn:
+            tail.append((lsn, event))
         while row is not None and row[0] < lsn:
             extra.append(row[0])
             row = next(rows, None)
         if row is None or row[0] != lsn:
-            missing.append(lsn)
+            if lsn >= dropped_before:  # a horizon recorded, its segments not yet dropped: not missing
+                missing.append(lsn)
             continue
         if tuple(row) != history_row(lsn, event):
             differing.append(lsn)
         row = next(rows, None)
     extra.extend(r[0] for r in ([row] if row is not None else []) + list(rows))
+    if from_checkpoint:
+        state = ckpt.state
+        for lsn, event in tail:
+            apply(state, lsn, event)
+            state.lsn = lsn
     for what, lsns in (("differ from the log", differing), ("are missing", missing),
                        ("have no event in the log", extra)):
         if lsns:

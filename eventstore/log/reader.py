@@ -3,6 +3,7 @@ corruption (docs/log-format.md, "Damage")."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -28,14 +29,75 @@ class RawRecord(NamedTuple):
     raw: bytes  # the whole record as it is on disk: header, payload, padding
 
 
-def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
-    """The segment files in ``log_dir``, by number (gaps are the reader's business)."""
+ARCHIVE_DIR = "archive"       # sealed segments, zstd-compressed: <name>.zst (docs/lifecycle.md)
+ARCHIVE_SUFFIX = ".zst"
+HORIZON_FILE = "HORIZON"      # where the log starts once retention dropped older segments
+
+
+def list_segments(log_dir: Path, archived: bool = True) -> list[tuple[int, Path]]:
+    """The segments of the log in ``log_dir``, by number (gaps are the reader's
+    business): the live files, and (``archived``) the archived ones no live file
+    replaces (a live file wins: an archive whose segment was not yet unlinked)."""
+    found: dict[int, Path] = {}
+    if archived:
+        for number, path in _numbered(log_dir / ARCHIVE_DIR, ARCHIVE_SUFFIX):
+            found[number] = path
+    found.update(_numbered(log_dir, ""))
+    return sorted(found.items())
+
+
+def _numbered(directory: Path, suffix: str) -> list[tuple[int, Path]]:
     try:
-        names = os.listdir(log_dir)
-    except FileNotFoundError:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = ((segment_number(name), name) for name in names)
-    return sorted((number, log_dir / name) for number, name in found if number is not None)
+    found = []
+    for name in names:
+        if suffix and not name.endswith(suffix):
+            continue
+        number = segment_number(name[:len(name) - len(suffix)] if suffix else name)
+        if number is not None:
+            found.append((number, directory / name))
+    return found
+
+
+def segment_path(log_dir: Path, number: int) -> Path:
+    """Where segment ``number`` is: its live file, else its archive."""
+    live = log_dir / segment_name(number)
+    if live.exists():
+        return live
+    archived = log_dir / ARCHIVE_DIR / (segment_name(number) + ARCHIVE_SUFFIX)
+    return archived if archived.exists() else live
+
+
+def segment_size(path: Path) -> int:
+    """The size of a segment's bytes (decompressed, for an archive)."""
+    if path.name.endswith(ARCHIVE_SUFFIX):
+        return len(_decompressed(path))
+    return os.stat(path).st_size
+
+
+def read_horizon(log_dir: Path) -> tuple[int, int] | None:
+    """(first segment, first LSN) of a log whose older segments retention dropped;
+    None when it starts at segment 1. ChainError when the file is damaged."""
+    path = log_dir / HORIZON_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    fields = data.split()
+    try:
+        segment, lsn, crc = (int(x) for x in fields)
+    except ValueError:
+        raise ChainError(path, "the horizon file is damaged") from None
+    if crc32c(f"{segment} {lsn}".encode()) != crc or segment < 1 or lsn < 1:
+        raise ChainError(path, "the horizon file is damaged (checksum)")
+    return segment, lsn
+
+
+def horizon_bytes(segment: int, lsn: int) -> bytes:
+    """The contents of the horizon file for a log starting at ``segment`` / ``lsn``."""
+    return f"{segment} {lsn} {crc32c(f'{segment} {lsn}'.encode())}\n".encode()
 
 
 class ChainError(Exception):
@@ -47,12 +109,17 @@ class ChainError(Exception):
 
 
 def read_chain(log_dir: Path) -> dict[int, SegmentHeader]:
-    """Every segment's header, checked as a chain: numbered 1, 2, … without a gap, each
-    header valid and numbered as its file, one store, first LSNs starting at 1 and
-    increasing. ChainError names the first segment that breaks it."""
+    """Every segment's header, checked as a chain: numbered 1, 2, … (or from the
+    horizon's segment on) without a gap, each header valid and numbered as its file,
+    one store, first LSNs starting at 1 (or the horizon's) and increasing. Archived
+    segments count. ChainError names the first segment that breaks it."""
     headers: dict[int, SegmentHeader] = {}
-    expected, previous_lsn, store = 1, 0, None
+    horizon = read_horizon(log_dir)
+    expected, first_lsn = horizon or (1, 1)
+    previous_lsn, store = 0, None
     for number, path in list_segments(log_dir):
+        if number < expected and horizon:
+            continue  # dropped by retention, its archive not yet deleted: not the log any more
         if number != expected:
             raise ChainError(path, f"segment {segment_name(expected)} is missing")
         try:
@@ -63,7 +130,7 @@ def read_chain(log_dir: Path) -> dict[int, SegmentHeader]:
             raise ChainError(path, f"header says segment {header.number}")
         if store is not None and header.store_uuid != store:
             raise ChainError(path, f"belongs to store {header.store_uuid}, not {store}")
-        if header.first_lsn <= previous_lsn or (number == 1 and header.first_lsn != 1):
+        if header.first_lsn <= previous_lsn or (not headers and header.first_lsn != first_lsn):
             raise ChainError(path, f"first LSN {header.first_lsn} does not follow segment {number - 1}'s")
         store, previous_lsn = header.store_uuid, header.first_lsn
         headers[number] = header
@@ -72,8 +139,19 @@ def read_chain(log_dir: Path) -> dict[int, SegmentHeader]:
 
 
 def read_from(path: Path, offset: int, limit: int | None = None) -> bytes:
-    """The bytes of ``path`` from ``offset`` to its current end (at most ``limit``)."""
-    fd = os.open(path, os.O_RDONLY)
+    """The bytes of ``path`` from ``offset`` to its current end (at most ``limit``); of
+    an archived segment, its decompressed bytes."""
+    if path.name.endswith(ARCHIVE_SUFFIX):
+        data = _decompressed(path)
+        return data[offset:] if limit is None else data[offset:offset + limit]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        # archived since we listed it: the archive was checked before the file went
+        archived = path.parent / ARCHIVE_DIR / (path.name + ARCHIVE_SUFFIX)
+        if path.name.endswith(".wal") and archived.exists():
+            return read_from(archived, offset, limit)
+        raise
     try:
         size = os.fstat(fd).st_size
         if size <= offset:
@@ -82,6 +160,25 @@ def read_from(path: Path, offset: int, limit: int | None = None) -> bytes:
         return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+def _decompressed(path: Path) -> bytes:
+    st = os.stat(path)
+    return _decompress_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=2)  # a replay reads each archived segment from its start, once
+def _decompress_cached(path: str, _mtime: int, _size: int) -> bytes:
+    import zstandard
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        # one whole frame, its size and checksum as written: a cut or flipped archive is
+        # damage, never a shorter segment
+        return zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"archived segment cannot be decompressed ({exc})") from None
 
 
 def read_header(path: Path) -> SegmentHeader:
@@ -170,7 +267,7 @@ def span_crc(log_dir: Path, start: tuple[int, int], end: tuple[int, int]) -> int
     when a segment is missing or ends before the span does."""
     crc = 0
     for number in range(start[0], end[0] + 1):
-        path = log_dir / segment_name(number)
+        path = segment_path(log_dir, number)
         first = start[1] if number == start[0] else HEADER_SIZE
         try:
             data = read_from(path, first) if number != end[0] else read_from(path, first, end[1] - first)

@@ -29,7 +29,8 @@ from eventstore.events import RecordsLost, SCHEMA_VERSION, current_actor, decode
 from eventstore.fsutil import fsync_dir
 from eventstore.log.format import (FORMAT_VERSION, HEADER_SIZE, RECORD_HEADER_SIZE, TYPE_EVENTS, FormatError,
                                    SegmentHeader, check_record, encode_header, encode_lost_record, segment_name)
-from eventstore.log.reader import first_valid_record_after, list_segments, read_from, read_header
+from eventstore.log.reader import (ARCHIVE_DIR, ARCHIVE_SUFFIX, ChainError, first_valid_record_after,
+                                   list_segments, read_from, read_header, read_horizon)
 from eventstore.log.segment import aside_path
 
 LAYER_ID = re.compile(rb"[0-9a-f]{64}")
@@ -90,7 +91,10 @@ def _readable_header(path: Path, number: int, store: uuidlib.UUID, first_lsn: in
             return header, ""
     except (FormatError, OSError):
         pass
-    data = read_from(path, HEADER_SIZE) if path.exists() else b""
+    try:
+        data = read_from(path, HEADER_SIZE) if path.exists() else b""
+    except FormatError:  # an archive that cannot be decompressed
+        data = b""
     lsns = {first_lsn}
     if len(data) >= RECORD_HEADER_SIZE:
         lsns.add(int.from_bytes(data[16:24], "little"))  # what its first record says
@@ -171,12 +175,13 @@ def plan(root: str | os.PathLike, seen_lsn: int = 0, evidence: dict[int, str] | 
     if not segments:
         raise CorruptLog(f"log: {log_dir} has no segments: nothing to repair from")
     store = _store_uuid(segments)
-    files = dict(segments)
+    first_segment, expected = _start(log_dir, segments)
+    files = {n: p for n, p in segments if n >= first_segment}
     losses: list[Loss] = []
     fixes: list[SegmentFix] = []
-    expected, torn = 1, None
+    torn = None
     status = {n: _readable_header(files[n], n, store, 0) if n in files else (None, "lost")
-              for n in range(1, max(files) + 1)}
+              for n in range(first_segment, max(files) + 1)}
     for number, (header, how) in status.items():
         later = [h.first_lsn for n, (h, w) in status.items() if n > number and w != "lost"]
         bound = later[0] if later else None  # the first LSN of the next segment we can read
@@ -211,6 +216,19 @@ def plan(root: str | os.PathLike, seen_lsn: int = 0, evidence: dict[int, str] | 
     return Plan(losses, fixes, torn, expected - 1)
 
 
+def _start(log_dir: Path, segments: list[tuple[int, Path]]) -> tuple[int, int]:
+    """Where the log starts: segment 1, or the history horizon (retention); a damaged
+    horizon file is read back from the first segment there is."""
+    try:
+        return read_horizon(log_dir) or (1, 1)
+    except ChainError:
+        number, path = segments[0]
+        try:
+            return number, read_header(path).first_lsn
+        except (FormatError, OSError):
+            return number, 1
+
+
 # --- doing it -----------------------------------------------------------------------------------
 
 def describe(plan_: Plan) -> list[str]:
@@ -235,6 +253,17 @@ def apply(root: str | os.PathLike, plan_: Plan) -> list[str]:
     log_dir = Path(root) / "log"
     done: list[str] = []
     headers = {}
+    # an archive of a segment the repair edits no longer holds its bytes: aside, never
+    # deleted (the plain file wins while both exist; archiving it again is the next
+    # checkpoint's, under a new seal)
+    touched = {f.number for f in plan_.fixes} | {loss.segment for loss in plan_.losses} | \
+        ({plan_.torn[0]} if plan_.torn else set())
+    for number in sorted(touched):
+        archived = log_dir / ARCHIVE_DIR / (segment_name(number) + ARCHIVE_SUFFIX)
+        if archived.exists():
+            aside = aside_path(archived, 0)
+            os.rename(archived, aside)
+            done.append(f"moved the archive of {segment_name(number)} aside to {ARCHIVE_DIR}/{aside.name}")
     for fix in plan_.fixes:
         path = log_dir / segment_name(fix.number)
         headers[fix.number] = fix.header

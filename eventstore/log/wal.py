@@ -28,7 +28,7 @@ from eventstore.log.format import (HEADER_SIZE, TYPE_LOST, FormatError, SegmentH
                                    segment_name)
 from eventstore.log.group_commit import GroupCommitter
 from eventstore.log.reader import (ChainError, Damage, RawRecord, list_segments, read_chain, read_from, read_header,
-                                   record_header_at, scan, span_crc)
+                                   record_header_at, scan, segment_path, segment_size, span_crc)
 from eventstore.log.segment import create_segment, cut_torn_tail, remove_temp_files
 from eventstore.private import FILE_MODE, make_dir
 
@@ -215,7 +215,7 @@ class EventLog:
         given ``end``, ends there)."""
         if fingerprint.segment not in self._headers or fingerprint.offset < HEADER_SIZE:
             return False
-        header = record_header_at(self.log_dir / segment_name(fingerprint.segment), fingerprint.offset)
+        header = record_header_at(segment_path(self.log_dir, fingerprint.segment), fingerprint.offset)
         if header is None or (header.lsn, header.crc) != (fingerprint.lsn, fingerprint.crc):
             return False
         return end is None or end == Position(fingerprint.segment, fingerprint.offset + header.size,
@@ -246,9 +246,18 @@ class EventLog:
     def _start_position(self, start: Position | None) -> Position:
         # a start past its segment's end (its bytes cut or lost since) is not trusted
         if start is not None and start.segment in self._headers and \
-                HEADER_SIZE <= start.offset <= (self.log_dir / segment_name(start.segment)).stat().st_size:
+                HEADER_SIZE <= start.offset <= segment_size(segment_path(self.log_dir, start.segment)):
             return start
         return self.first_position
+
+    def forget_before(self, first_segment: int) -> None:
+        """Retention dropped the segments before ``first_segment``: the log starts there."""
+        for number in [n for n in self._headers if n < first_segment]:
+            del self._headers[number]
+
+    def headers(self) -> dict[int, SegmentHeader]:
+        """The header of every segment of the log, by number (archived ones included)."""
+        return dict(self._headers)
 
     @property
     def first_position(self) -> Position:
@@ -446,7 +455,7 @@ class EventLog:
         while True:
             if pos.segment > until.segment:
                 return
-            path = self.log_dir / segment_name(pos.segment)
+            path = segment_path(self.log_dir, pos.segment)
             header = self._headers.get(pos.segment)
             if header is None:
                 return
@@ -481,7 +490,8 @@ class EventLog:
         """Walk every segment and record, decoding each; raise CorruptLog at the first
         damage that is not a torn tail (damage at or before ``seen_lsn`` never is).
         Changes nothing."""
-        segments = list_segments(self.log_dir)
+        first = min(self._headers) if self._headers else 1
+        segments = [(n, p) for n, p in list_segments(self.log_dir) if n >= first]  # not behind the horizon
         records = events = lost = 0
         lsn = self._headers[min(self._headers)].first_lsn if self._headers else 1
         torn = None

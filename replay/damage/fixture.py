@@ -268,6 +268,9 @@ def child_env(tmpdir: Path | None = None) -> dict[str, str]:
     """The environment of every process the harness starts: this source tree first,
     no failpoints, no default root."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSTORE_")}
+    # sealed segments stay plain: the segment cases damage their bytes, record by record;
+    # the archive cases archive one themselves (docs/damage-testing.md)
+    env["LAYERSTORE_ARCHIVE"] = "0"
     # a user's driver module is importable from the working directory, as for the crash harness
     paths = [str(REPO), os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

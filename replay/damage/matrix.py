@@ -101,6 +101,46 @@ def _segment_case(which: str, kind: str) -> Case:
                 names=names)
 
 
+# --- archived segments (docs/lifecycle.md): the fixture is built with archiving off, so that
+# the byte-level cases above damage plain segments; these archive one sealed segment first ----
+
+def _archived_segment(run: CaseRun) -> Path:
+    from eventstore.index import Index
+    from eventstore.lifecycle import archive, archive_path
+
+    index = Index(run.root / "index.db", readonly=True)
+    try:
+        sealed = index.sealed()
+    finally:
+        index.close()
+    if not sealed:
+        raise Skip("no sealed segment to archive")
+    number = sorted(sealed)[len(sealed) // 2]
+    archive(run.root / "log", {number: sealed[number]})
+    return archive_path(run.root / "log", number)
+
+
+ARCHIVE_DAMAGES: dict[str, Callable[[Path], str]] = {
+    "flip": lambda path: flip(path, path.stat().st_size // 2),
+    "truncate": lambda path: truncate(path, path.stat().st_size // 2),
+    "delete": delete,
+}
+
+
+def _archive_case(kind: str) -> Case:
+    def damage(run: CaseRun) -> str:
+        path = _archived_segment(run)
+        run.values["archived"] = path.name
+        return f"log/archive/{path.name} (archived just now): {ARCHIVE_DAMAGES[kind](path)}"
+
+    def names(run: CaseRun) -> list[str]:
+        number = int(run.values["archived"][:16])
+        return [f"{number:016d}.wal", f"segment {number}", "lost", "missing"]
+
+    return Case(f"archive/{kind}", "archived segment", damage, LOG_REMEDY, reads="may-refuse", subject="app",
+                names=names)
+
+
 # --- index.db -------------------------------------------------------------------------------------
 
 INDEX_FILES = ("index.db", "index.db-wal", "index.db-shm")
@@ -322,6 +362,7 @@ def build_matrix() -> list[Case]:
     cases = [Case("none", "-", _no_damage, heals=True)]
     for which in ("first", "middle", "last"):
         cases += [_segment_case(which, kind) for kind in SEGMENT_DAMAGES]
+    cases += [_archive_case(kind) for kind in ARCHIVE_DAMAGES]
     cases += [Case(f"index/{kind}", "index.db", damage, heals=True, subject="app")
               for kind, damage in INDEX_DAMAGES.items()]
     cases += [_checkpoint_case(kind) for kind in CHECKPOINT_DAMAGES]

@@ -48,9 +48,15 @@ def overlay_unsupported() -> str | None:
 
 
 def test_every_crash_point_of_the_builtin_workload_process_crash_vfs(scratch: Path):
-    """Every failpoint the workload passes, crashed once; a fifth of the recoveries crashed too."""
-    results, report = harness(scratch, "vfs-crash", "vfs", recovery_crashes=1, recovery_sample=0.2)
+    """Every failpoint the workload passes, crashed once; a fifth of the recoveries crashed
+    too. The store runs its whole lifecycle (docs/lifecycle.md): its small segments are
+    sealed, archived and, past a tiny retention, dropped — each step crashed as well."""
+    results, report = harness(scratch, "vfs-crash", "vfs", recovery_crashes=1, recovery_sample=0.2,
+                              history_retention="30")
     assert not violations(results), report
+    crashed_at = {r.failpoint for r in results}
+    assert {"log.seal.after-event", "log.archive.before-unlink", "log.retention.after-event",
+            "log.retention.before-drop"} <= crashed_at, sorted(crashed_at)
     top = [r for r in results if "/" not in r.position]
     assert len(top) > 250 and {r.outcome for r in top} >= {"undone", "done"}
     assert any("/" in r.position for r in results)  # some recoveries were crashed as well

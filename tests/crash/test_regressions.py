@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import errors, faults
+from eventstore import errors, events as ev, faults
 from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from replay.verify import check
@@ -38,6 +38,22 @@ def test_a_failed_projection_is_caught_up_not_skipped(store: LayerStore, failpoi
     store.close()
     with open_store(store.root, "vfs") as reopened:
         assert reopened.hold_refs(LAYER) == 2 and check(reopened) == []
+
+
+def test_a_failed_projection_is_caught_up_within_the_same_session(store: LayerStore):
+    """``--fault eio``, position 304: a create whose content was rejected appended
+    ContentRejected, its projection failed, and the LayerDeleted after it in the same
+    session was projected alone: the read models' position passed the rejection and its
+    history row was never written."""
+    store.create(LAYER)
+    faults.arm("index.before-commit", "eio@1")
+    with store.writing() as w:
+        w.append(ev.ContentRejected(layer=LAYER, reason="first projection fails"))
+        w.append(ev.HoldAdded(layer=LAYER, holder=ev.Holder(lease="one")))
+    faults.disarm()
+    assert check(store) == []
+    kinds = [row[3] for row in store.index.history(LAYER)]
+    assert "content-rejected" in kinds and kinds[-1] == "hold-added"
 
 
 def test_a_checkpoint_of_an_empty_store(store: LayerStore):

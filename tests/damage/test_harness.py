@@ -25,9 +25,10 @@ CI_CASES = {
     "vfs": ["none", "segment-first/flip-payload", "segment-middle/delete", "segment-last/delete",
             "index/diverged", "index/damaged-pages", "driver/file-added", "stray/tarsplit-dir",
             "stray/orphan-layer-dir", "env/read-only", "env/disk-nearly-full", "env/zombie-creator",
-            "env/mount-inside-layer"],
+            "env/mount-inside-layer", "archive/flip", "archive/truncate"],
     "overlay": ["none", "overlay/links-removed", "overlay/merged-removed", "env/leaked-mount", "env/other-user",
-                "index/delete", "segment-last/truncate-at-record", "tarsplit/foreign", "env/mount-on-mount-point"],
+                "index/delete", "segment-last/truncate-at-record", "tarsplit/foreign", "env/mount-on-mount-point",
+                "archive/delete"],
 }
 
 #: (driver, case) -> why it fails on the store as it is (issue #11's numbered items)
