@@ -7,6 +7,7 @@ from pathlib import Path
 from eventstore.drivers.base import Driver, FsInfo
 
 _registry: dict[str, str | type[Driver]] = {
+    "btrfs": "eventstore.drivers.btrfs:BtrfsDriver",
     "overlay": "eventstore.drivers.overlay:OverlayDriver",
     "vfs": "eventstore.drivers.vfs:VfsDriver",
 }

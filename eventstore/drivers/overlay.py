@@ -47,8 +47,10 @@ import msgspec
 
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
+from eventstore.drivers.mounts import mount_points
 from eventstore.errors import DriverError
 from eventstore.retry import on_ebusy
+from eventstore.rootless import is_rootless
 
 MAX_DEPTH = 128
 SHORT_NAME_LENGTH = 26
@@ -62,7 +64,6 @@ UMOUNT_NOFOLLOW = 8
 MNT_DETACH = 2
 
 _SHORT_NAME_RE = re.compile(rf"^[A-Z0-9]{{{SHORT_NAME_LENGTH}}}$")
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 faults.declare("driver.overlay.create.half-done", "overlay: directories made, short link not yet")
 faults.declare("driver.overlay.mount", "overlay: about to mount(2)")
@@ -105,23 +106,6 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
-    """Every mount point of this process's mount namespace, as ``mountinfo`` lists them.
-
-    The kernel writes space, tab, newline and backslash in a path as ``\\ooo`` octal
-    escapes; they are undone here so the paths compare equal to ``os.path.realpath``.
-    """
-    with open(mountinfo, "rb") as f:
-        lines = f.read().splitlines()
-    found = set()
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 4:
-            raw = _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4])
-            found.add(os.fsdecode(raw))
-    return found
-
-
 class OverlayDriver(Driver):
     """Layers as overlayfs upper dirs, stacked through short links in ``l/``."""
 
@@ -140,8 +124,8 @@ class OverlayDriver(Driver):
     def supported(cls, home: Path) -> str | None:
         if not _kernel_has_overlay():
             return "the kernel has no overlay filesystem (not in /proc/filesystems)"
-        if os.geteuid() != 0:
-            return "overlay mounts need root"
+        if is_rootless():
+            return "overlay mounts need root (in the initial user namespace; rootless: fuse-overlayfs)"
         return _probe_mount(_nearest_existing(Path(home).absolute().parent))
 
     # --- create and remove -----------------------------------------------------------
