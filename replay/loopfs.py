@@ -96,7 +96,11 @@ def remove_tree(path: str | os.PathLike) -> None:
     if not os.path.lexists(path):
         return
     _unmount_tree(Path(path))
-    for here, dirs, _files in os.walk(path):
+    try:
+        on_btrfs = btrfs_ioctl.filesystem_type(path) == btrfs_ioctl.BTRFS_SUPER_MAGIC
+    except OSError:
+        on_btrfs = False
+    for here, dirs, _files in os.walk(path) if on_btrfs else ():
         for name in dirs:
             child = os.path.join(here, name)
             try:
