@@ -283,8 +283,11 @@ class OverlayDriver(Driver):
         return code if code >= 0 else errno.EINTR
 
     def unmount(self, layer_id: str) -> None:
-        merged = os.fsencode(self.mount_path(layer_id))
         faults.point("driver.overlay.unmount")
+        self._peel_mounts(layer_id)
+
+    def _peel_mounts(self, layer_id: str) -> None:
+        merged = os.fsencode(self.mount_path(layer_id))
         # two racing mounters can stack mounts on one merged dir: peel them all off
         for _ in range(MAX_STACKED_MOUNTS):
             if not self._unmount_once(layer_id, merged):
