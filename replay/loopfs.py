@@ -1,5 +1,5 @@
-"""Scratch filesystems for the crash harness, tests and benchmarks: a btrfs made in a
-sparse image file and mounted through a loop device, gone again afterwards.
+"""Scratch filesystems for the crash harness, tests and benchmarks: a btrfs (or ext4)
+made in a sparse image file and mounted through a loop device, gone again afterwards.
 
 The image sits on its own tmpfs when we may mount one (so syncfs inside the btrfs does
 not wait for a real disk; a power loss is simulated, not suffered) or on the disk
@@ -44,24 +44,36 @@ def _run(argv: list[str], what: str) -> None:
 
 @contextmanager
 def loop_btrfs(size: str = "2g", on_tmpfs: bool = True, parent: str | None = None) -> Iterator[Path]:
-    """A fresh, empty btrfs, mounted; yields its mount point. On the way out (also when
-    the body fails) every mount inside it is detached, it is unmounted (the loop device
-    goes with it: ``mount -o loop`` sets autoclear) and its image is deleted."""
+    """A fresh, empty btrfs, mounted; yields its mount point (see ``loop_filesystem``)."""
+    with loop_filesystem("btrfs", size, on_tmpfs, parent) as mountpoint:
+        yield mountpoint
+
+
+MKFS = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "ext4": ["mkfs.ext4", "-q", "-F", "-i", "4096"]}
+
+
+@contextmanager
+def loop_filesystem(fstype: str, size: str = "2g", on_tmpfs: bool = True, parent: str | None = None
+                    ) -> Iterator[Path]:
+    """A fresh, empty ``fstype`` (btrfs or ext4, the latter with an inode per 4 KiB),
+    mounted; yields its mount point. On the way out (also when the body fails) every
+    mount inside it is detached, it is unmounted (the loop device goes with it: ``mount
+    -o loop`` sets autoclear) and its image is deleted."""
     if os.geteuid() != 0:
-        raise ScratchUnavailable("a loop-mounted btrfs needs root")
-    work = Path(tempfile.mkdtemp(prefix="layerstore-btrfs-", dir=parent))
+        raise ScratchUnavailable("a loop-mounted filesystem needs root")
+    work = Path(tempfile.mkdtemp(prefix=f"layerstore-{fstype}-", dir=parent))
     tmpfs = False
     try:
         if on_tmpfs:
             _run(["mount", "-t", "tmpfs", "-o", f"size={max(parse_size(size), MIN_SIZE)},mode=0755",
                   "tmpfs", str(work)], "a tmpfs for the image")
             tmpfs = True
-        image, mountpoint = work / "btrfs.img", work / "mnt"
+        image, mountpoint = work / f"{fstype}.img", work / "mnt"
         mountpoint.mkdir()
         with open(image, "wb") as f:
             f.truncate(max(parse_size(size), MIN_SIZE))
-        _run(["mkfs.btrfs", "-q", "-f", str(image)], "mkfs.btrfs")
-        _run(["mount", "-o", "loop", str(image), str(mountpoint)], "mounting the btrfs image")
+        _run([*MKFS[fstype], str(image)], f"mkfs.{fstype}")
+        _run(["mount", "-o", "loop", str(image), str(mountpoint)], f"mounting the {fstype} image")
         try:
             os.chmod(mountpoint, 0o755)
             yield mountpoint
