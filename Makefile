@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-log bench-open bench-cli bench-import crash-test clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-drivers crash-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$(mktemp -d /tmp/layerstore-test.XXXXXX)" $(PYTEST_ARGS)
 
-bench: bench-log bench-open bench-cli bench-import
+bench: bench-log bench-open bench-cli bench-import bench-drivers
 
 bench-log: $(STAMP)
 	$(BIN)/python tools/bench_log.py
@@ -36,13 +36,18 @@ bench-cli: $(STAMP)
 bench-import: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/bench_import.py
 
+# btrfs vs vfs vs overlay: a 1,000-layer chain and an image import, each on a fresh
+# loop filesystem; the CLI is a non-editable pip install into a venv of its own
+bench-drivers: $(STAMP)
+	$(BIN)/python tools/bench_drivers.py --layers 1000 --rounds 3
+
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,
 # then a power loss in each mode, then injected I/O errors; then the stateful model test
 # with many examples.
 # `make test` runs the CI-sized version of all this.
 CRASH_SEEDS ?= 1 2
-CRASH_DRIVERS ?= vfs overlay
+CRASH_DRIVERS ?= vfs overlay btrfs fuse-overlayfs
 CRASH_EXAMPLES ?= 2000
 crash-test: $(STAMP)
 	set -e; for seed in $(CRASH_SEEDS); do for driver in $(CRASH_DRIVERS); do \
