@@ -11,9 +11,11 @@ Decisions, and why:
 
 - the mount is ``fuse-overlayfs -o lowerdir=l/..:l/..,upperdir=<id>/diff,workdir=<id>/work
   <merged>`` run with home as its working directory: the short relative paths the
-  overlay driver falls back to for long chains are used always, so no path ever holds a
-  ``:`` (fuse-overlayfs splits lowerdir on it, with no escape). The program daemonizes
-  once the mount is up; each mounted layer is one fuse-overlayfs process until unmount.
+  overlay driver falls back to for long chains are used always, so argv stays short
+  whatever the depth. fuse-overlayfs splits lowerdir and upperdir at ``:`` with no
+  escape, and makes upperdir absolute first: a home whose path holds a ``:`` is refused.
+  The program daemonizes once the mount is up; each mounted layer is one fuse-overlayfs
+  process until it is unmounted.
 - unmount: ``umount2`` when the process is root where the mount lives (the initial
   namespace, or the user namespace ``unshare --map-root-user`` made); otherwise the
   setuid ``fusermount3 -u`` (or ``fusermount -u``), which is how FUSE lets a user undo
@@ -98,6 +100,8 @@ class FuseOverlayDriver(OverlayDriver):
             return problem
         if os.geteuid() != 0 and _fusermount() is None:
             return "fusermount3 is not installed (a user needs it to mount FUSE filesystems)"
+        if ":" in str(Path(home).absolute()):
+            return f"{home}: fuse-overlayfs cannot use a path holding ':' (it splits its dirs at ':')"
         return _probe_mount(Path(home).absolute().parent)
 
     # --- mounting --------------------------------------------------------------------
@@ -113,8 +117,9 @@ class FuseOverlayDriver(OverlayDriver):
         problem = fuse_device_problem()
         if problem:
             raise DriverError(f"layer {layer_id}: cannot mount: {problem}")
-        if ":" in layer_id:
-            raise DriverError(f"layer {layer_id}: fuse-overlayfs cannot take a ':' in a path")
+        if ":" in layer_id or ":" in os.path.realpath(self.home):
+            raise DriverError(f"layer {layer_id}: fuse-overlayfs cannot use a path holding ':' "
+                              f"({self.home}/{layer_id}/diff)")
         lowers = self._read_lower(layer) or [f"{layer_id}/empty"]
         options = ",".join(_escape(o) for o in (
             "lowerdir=" + ":".join(lowers), f"upperdir={layer_id}/diff", f"workdir={layer_id}/work"))

@@ -230,3 +230,27 @@ def test_supported_leaves_nothing_behind(tmp_path: Path):
     FuseOverlayDriver.supported(tmp_path / "not-yet" / "overlay")
     assert os.listdir(tmp_path) == []
     assert not any(os.path.realpath(tmp_path) in m for m in kernel_mount_points())
+
+
+def test_a_home_with_space_comma_and_backslash_mounts(tmp_path: Path):
+    driver = _fuse_driver(tmp_path / "home with space, comma\\back")
+    driver.create("base", None, writable=True)
+    driver.create("child", "base", writable=True)
+    write_file(driver.diff_path("base") / "f", b"x")
+    merged = driver.mount("child")
+    assert driver.is_mounted("child")
+    assert (merged / "f").read_bytes() == b"x"
+    (merged / "g").write_bytes(b"y")
+    assert (driver.diff_path("child") / "g").read_bytes() == b"y"
+    driver.unmount("child")
+    assert not driver.is_mounted("child")
+
+
+def test_a_home_holding_a_colon_is_refused_with_the_reason(tmp_path: Path):
+    # fuse-overlayfs makes upperdir absolute, then splits it at ":" (no escape)
+    home = tmp_path / "a:b" / "overlay"
+    assert "cannot use a path holding ':'" in FuseOverlayDriver.supported(home)
+    driver = FuseOverlayDriver(home)
+    driver.create("base", None, writable=True)
+    with pytest.raises(DriverError, match="layer base: fuse-overlayfs cannot use a path holding ':'"):
+        driver.mount("base")
