@@ -22,7 +22,10 @@ Decisions, and why:
   what they mounted. Busy mounts are retried as overlay's are.
 - a FUSE mount whose daemon died (killed, OOM) stays in the mount table but answers
   every call with ENOTCONN: ``is_mounted`` says no, so the store resets its count, and
-  the next ``mount`` (or ``remove``) unmounts the dead one first.
+  the next ``mount`` (or ``remove``) unmounts the dead one first. Whether the daemon
+  lives is read from /proc (a fuse-overlayfs process whose mount point is this one),
+  never by touching the mount: a stopped or stuck daemon makes every call on its mount
+  wait, and recovery must not hang on it.
 - whiteouts: ``whiteout_format = "fuse-overlayfs"``: as root, byte for byte the
   overlay driver's (0:0 devices, ``trusted.overlay.opaque``); rootless, 0:0 devices
   where the kernel allows them (5.8 and later) else ``.wh.NAME`` files, and
@@ -110,8 +113,9 @@ class FuseOverlayDriver(OverlayDriver):
         """Mount with fuse-overlayfs (``mount_label`` is not supported by FUSE: ignored)."""
         merged = self.mount_path(layer_id)
         layer = self._existing_dir(layer_id)
-        if os.path.realpath(merged) in mount_points():
-            if _answers(merged):
+        target = _resolved(merged)
+        if target in mount_points():
+            if _daemon_serving(target):
                 return merged
             self._peel_mounts(layer_id)  # its daemon is gone: clear the dead mount first
         problem = fuse_device_problem()
@@ -124,7 +128,7 @@ class FuseOverlayDriver(OverlayDriver):
         options = ",".join(_escape(o) for o in (
             "lowerdir=" + ":".join(lowers), f"upperdir={layer_id}/diff", f"workdir={layer_id}/work"))
         faults.point("driver.fuse-overlayfs.mount")
-        _run_mount(self.home, options, merged, f"layer {layer_id}")
+        _run_mount(self.home, options, Path(target), f"layer {layer_id}")
         return merged
 
     def unmount(self, layer_id: str) -> None:
@@ -135,8 +139,8 @@ class FuseOverlayDriver(OverlayDriver):
         """Unmount the top mount on ``merged``; False when nothing was mounted there."""
         if os.geteuid() == 0:  # root where the mount lives: the overlay driver's umount2
             return super()._unmount_once(layer_id, merged)
-        target = os.fsdecode(merged)
-        if os.path.realpath(target) not in mount_points():
+        target = _resolved(Path(os.fsdecode(merged)))
+        if target not in mount_points():
             return False
 
         @on_ebusy(self.unmount_timeout)
@@ -157,20 +161,34 @@ class FuseOverlayDriver(OverlayDriver):
         return True
 
     def is_mounted(self, layer_id: str) -> bool:
-        merged = self.mount_path(layer_id)
-        return os.path.realpath(merged) in mount_points() and _answers(merged)
+        target = _resolved(self.mount_path(layer_id))
+        return target in mount_points() and _daemon_serving(target)
 
     def status(self) -> dict[str, str]:
         return {**super().status(), "program": shutil.which(PROGRAM) or "", "links": LINKS_DIR}
 
 
-def _answers(merged: Path) -> bool:
-    """False for a FUSE mount whose daemon is gone (ENOTCONN on every call)."""
-    try:
-        os.stat(merged)
-    except OSError as err:
-        return err.errno != errno.ENOTCONN
-    return True
+def _resolved(merged: Path) -> str:
+    """``merged`` with symlinks resolved, as mountinfo lists it, without a syscall on
+    ``merged`` itself (a call on a FUSE mount whose daemon is stuck waits for it)."""
+    return os.path.join(os.path.realpath(merged.parent), merged.name)
+
+
+def _daemon_serving(target: str) -> bool:
+    """True when a fuse-overlayfs process has mount point ``target`` (we start every
+    daemon with the resolved path; a zombie's cmdline is empty)."""
+    wanted = os.fsencode(target)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if argv[0].endswith(PROGRAM.encode()) and wanted in argv[1:]:
+            return True
+    return False
 
 
 def _run_mount(home: Path, options: str, target: Path, what: str) -> None:

@@ -254,3 +254,21 @@ def test_a_home_holding_a_colon_is_refused_with_the_reason(tmp_path: Path):
     driver.create("base", None, writable=True)
     with pytest.raises(DriverError, match="layer base: fuse-overlayfs cannot use a path holding ':'"):
         driver.mount("base")
+
+
+def test_a_stopped_daemon_does_not_hang_is_mounted(driver: FuseOverlayDriver):
+    # every call on the mount of a stopped daemon waits for it: is_mounted must not
+    # make one (recovery asks it on every open)
+    driver.create("base", None, writable=True)
+    merged = driver.mount("base")
+    pid = daemon_of(merged)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        asked = subprocess.run([sys.executable, "-c", f"""
+from eventstore.drivers.fuse_overlay import FuseOverlayDriver
+print(FuseOverlayDriver({str(driver.home)!r}).is_mounted("base"))
+"""], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert asked.stdout.strip() == "True", asked.stderr
+    driver.unmount("base")
