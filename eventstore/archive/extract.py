@@ -75,7 +75,8 @@ def member_path(name: bytes, what: str = "name") -> list[bytes]:
 
 
 class Extractor:
-    """Applies the entries of one tar to ``root_fd`` ("overlay" or "delete" whiteouts)."""
+    """Applies the entries of one tar to ``root_fd`` ("overlay", "fuse-overlayfs" or
+    "delete" whiteouts)."""
 
     def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter):
         self._overlay = whiteout_format in ("overlay", "fuse-overlayfs")
@@ -424,7 +425,6 @@ class Extractor:
                                       f"{err.strerror}") from None
         _set_times(parent_fd, base, _atime(entry), entry.mtime_ns)
 
-
     def _chown(self, target: int | bytes, entry: Entry, parent_fd: int | None = None) -> None:
         """Give ``target`` (an fd, or a name in ``parent_fd``) the entry's owner; a
         rootless process keeps what it cannot give (EPERM, or EINVAL: no mapping)."""
@@ -436,6 +436,7 @@ class Extractor:
         except OSError as err:
             if not (self._rootless and err.errno in (errno.EPERM, errno.EINVAL)):
                 raise
+
 
 # --- helpers ---------------------------------------------------------------------------
 

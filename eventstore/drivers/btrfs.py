@@ -117,14 +117,19 @@ class BtrfsDriver(Driver):
     def _make_subvolume(self, layer_id: str, parent_id: str | None, source: int | None) -> None:
         dir_fd = os.open(self.subvolumes_dir, _DIR_FLAGS)
         try:
-            if source is None:
+            if source is None or parent_id is None:
                 ioctl.create_subvolume(dir_fd, layer_id)
-                return
-            if (self.read_only_dir / parent_id).exists() and not ioctl.is_readonly(source):  # type: ignore[operator]
-                ioctl.set_readonly(source)  # its content is final: something builds on it now
-            ioctl.snapshot(source, dir_fd, layer_id)
+            else:
+                self._freeze_if_read_only(parent_id, source)
+                ioctl.snapshot(source, dir_fd, layer_id)
         finally:
             os.close(dir_fd)
+
+    def _freeze_if_read_only(self, layer_id: str, fd: int) -> None:
+        """Give a layer created read-only btrfs's read-only property: its content is
+        final now that something builds on it."""
+        if (self.read_only_dir / layer_id).exists() and not ioctl.is_readonly(fd):
+            ioctl.set_readonly(fd)
 
     def _mark(self, layer_id: str, writable: bool) -> None:
         """Record whether the layer was created read-only (a mark left by an earlier

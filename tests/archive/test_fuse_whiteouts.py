@@ -57,6 +57,7 @@ def test_as_root_the_forms_are_the_overlay_drivers_byte_for_byte(tmp_path: Path)
     fuse, kernel = Layer(tmp_path, "fuse"), Layer(tmp_path, "kernel")
     fuse.import_bytes(WHITEOUTS, "fuse-overlayfs")
     kernel.import_bytes(WHITEOUTS, "overlay")
+
     def comparable(listing: dict) -> dict:  # inode numbers differ; the root's time is the import's
         return {k: v[:5] + v[6:] for k, v in listing.items() if k != "."}
 

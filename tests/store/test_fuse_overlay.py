@@ -47,7 +47,7 @@ class TestFuseOverlayStore(StoreContract):
         child = store.create(parent=base, writable=True)
         path = store.mount(child)
         with open("/proc/self/mountinfo") as f:
-            line = next(l for l in f if l.split()[4] == os.path.realpath(path))
+            line = next(entry for entry in f if entry.split()[4] == os.path.realpath(path))
         assert " - fuse.fuse-overlayfs " in line
         assert (Path(path) / "from-base").read_text() == "base"
         assert store.umount(child) == 0 and not is_mounted(path)
