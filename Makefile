@@ -39,7 +39,7 @@ bench-import: $(STAMP)
 # btrfs vs vfs vs overlay: a 1,000-layer chain and an image import, each on a fresh
 # loop filesystem; the CLI is a non-editable pip install into a venv of its own
 bench-drivers: $(STAMP)
-	$(BIN)/python tools/bench_drivers.py --layers 1000 --rounds 3
+	$(BIN)/python tools/bench_drivers.py --layers 1000 --chain-rounds 1 --rounds 3
 
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,

@@ -677,18 +677,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.root:
             base = Path(args.root)
             base.mkdir(parents=True, exist_ok=True)
-        elif args.keep:  # kept roots outlive this process: not on a tmpfs we unmount
-            base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
         else:
             from replay.loopfs import ScratchUnavailable
 
             kind = args.scratch or ("disk" if args.no_tmpfs else scratch_kind_for(args.driver))
             try:
-                base = stack.enter_context(scratch_space(kind=kind))
+                base = _base_for(stack, kind, args.keep)
             except ScratchUnavailable as exc:
                 print(f"crash harness: no {kind} scratch space: {exc}", file=sys.stderr)
                 return 2
         return _main(args, base, workload, name)
+
+
+def _base_for(stack: ExitStack, kind: str, keep: bool) -> Path:
+    """Where the crash roots go. Kept roots outlive this process: on the disk, or on a
+    loop btrfs left mounted (its mount point is printed, to unmount when done)."""
+    if not keep:
+        return stack.enter_context(scratch_space(kind=kind))
+    if kind != "btrfs":
+        return Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
+    from replay.loopfs import mount_loop_filesystem
+
+    base = mount_loop_filesystem("btrfs", on_tmpfs=False)
+    print(f"crash roots on a loop-mounted btrfs at {base}; when done: umount {base} && rm -r {base.parent}",
+          file=sys.stderr)
+    return base
 
 
 def _main(args, base: Path, workload: str, name: str) -> int:

@@ -59,30 +59,44 @@ def loop_filesystem(fstype: str, size: str = "2g", on_tmpfs: bool = True, parent
     mounted; yields its mount point. On the way out (also when the body fails) every
     mount inside it is detached, it is unmounted (the loop device goes with it: ``mount
     -o loop`` sets autoclear) and its image is deleted."""
+    mountpoint = mount_loop_filesystem(fstype, size, on_tmpfs, parent)
+    try:
+        yield mountpoint
+    finally:
+        remove_loop_filesystem(mountpoint)
+
+
+def mount_loop_filesystem(fstype: str, size: str = "2g", on_tmpfs: bool = True, parent: str | None = None
+                          ) -> Path:
+    """Make and mount a loop filesystem (``loop_filesystem``); its mount point, which
+    ``remove_loop_filesystem`` undoes, image and all. What a failure made is removed."""
     if os.geteuid() != 0:
         raise ScratchUnavailable("a loop-mounted filesystem needs root")
     work = Path(tempfile.mkdtemp(prefix=f"layerstore-{fstype}-", dir=parent))
-    tmpfs = False
+    mountpoint = work / "mnt"
     try:
         if on_tmpfs:
             _run(["mount", "-t", "tmpfs", "-o", f"size={max(parse_size(size), MIN_SIZE)},mode=0755",
                   "tmpfs", str(work)], "a tmpfs for the image")
-            tmpfs = True
-        image, mountpoint = work / f"{fstype}.img", work / "mnt"
+        image = work / f"{fstype}.img"
         mountpoint.mkdir()
         with open(image, "wb") as f:
             f.truncate(max(parse_size(size), MIN_SIZE))
         _run([*MKFS[fstype], str(image)], f"mkfs.{fstype}")
         _run(["mount", "-o", "loop", str(image), str(mountpoint)], f"mounting the {fstype} image")
-        try:
-            os.chmod(mountpoint, 0o755)
-            yield mountpoint
-        finally:
-            _unmount_tree(mountpoint)
-    finally:
-        if tmpfs:
-            _unmount_tree(work)
-        shutil.rmtree(work, ignore_errors=True)
+        os.chmod(mountpoint, 0o755)
+    except BaseException:
+        remove_loop_filesystem(mountpoint)
+        raise
+    return mountpoint
+
+
+def remove_loop_filesystem(mountpoint: Path) -> None:
+    """Unmount a filesystem ``mount_loop_filesystem`` made (mounts inside it first, the
+    tmpfs holding its image last) and delete its image."""
+    work = mountpoint.parent
+    _unmount_tree(work)  # the filesystem, what is mounted in it, and the tmpfs
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _unmount_tree(path: Path) -> None:
