@@ -48,7 +48,7 @@ from pathlib import Path
 
 from eventstore import faults
 from eventstore.drivers.mounts import mount_points
-from eventstore.drivers.overlay import LINKS_DIR, OverlayDriver
+from eventstore.drivers.overlay import OverlayDriver
 from eventstore.errors import DriverError
 from eventstore.retry import on_ebusy
 
@@ -124,6 +124,7 @@ class FuseOverlayDriver(OverlayDriver):
         if ":" in layer_id or ":" in os.path.realpath(self.home):
             raise DriverError(f"layer {layer_id}: fuse-overlayfs cannot use a path holding ':' "
                               f"({self.home}/{layer_id}/diff)")
+        self._lower_diff_dirs(layer_id, layer)  # a parent's link missing: say so, before fuse-overlayfs
         lowers = self._read_lower(layer) or [f"{layer_id}/empty"]
         options = ",".join(_escape(o) for o in (
             "lowerdir=" + ":".join(lowers), f"upperdir={layer_id}/diff", f"workdir={layer_id}/work"))
@@ -165,7 +166,7 @@ class FuseOverlayDriver(OverlayDriver):
         return target in mount_points() and _daemon_serving(target)
 
     def status(self) -> dict[str, str]:
-        return {**super().status(), "program": shutil.which(PROGRAM) or "", "links": LINKS_DIR}
+        return {**super().status(), "program": shutil.which(PROGRAM) or ""}
 
 
 def _resolved(merged: Path) -> str:

@@ -272,3 +272,13 @@ print(FuseOverlayDriver({str(driver.home)!r}).is_mounted("base"))
         os.kill(pid, signal.SIGCONT)
     assert asked.stdout.strip() == "True", asked.stderr
     driver.unmount("base")
+
+
+def test_a_missing_parent_link_is_named_before_fuse_overlayfs_runs(driver: FuseOverlayDriver):
+    driver.create("base", None, writable=False)
+    driver.create("child", "base", writable=True)
+    short = (driver.home / "base" / "link").read_text()
+    (driver.home / "l" / short).unlink()
+    with pytest.raises(DriverError, match=f"layer child: lower link l/{short} is missing"):
+        driver.mount("child")
+    assert not driver.is_mounted("child")
