@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import stat
 import tarfile
@@ -184,7 +185,7 @@ def daemons_serving(merged: str) -> list[int]:
 
 # --- as root of a user namespace (unshare --map-root-user): one session, one namespace -----
 
-def test_the_readme_commands_work_in_a_user_namespace(user: User, tmp_path: Path):
+def test_the_readme_commands_work_in_a_user_namespace(user: User):
     put(user, "layer.tar", layer_tar())
     put(user, "whiteouts.tar", whiteout_tar())
     script = """
@@ -228,10 +229,8 @@ def test_the_readme_commands_work_in_a_user_namespace(user: User, tmp_path: Path
 
 
 def test_import_oci_works_in_a_user_namespace(user: User, tmp_path: Path):
-    from tests.interop.image import build
     from eventstore.oci import chain_ids
-
-    import shutil
+    from tests.interop.image import build
 
     if shutil.which("umoci") is None:
         pytest.skip("umoci not installed")
