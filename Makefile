@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-containerd crash-test damage-test protos clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-containerd bench-drivers crash-test damage-test protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$(mktemp -d /tmp/layerstore-test.XXXXXX)" $(PYTEST_ARGS)
 
-bench: bench-log bench-open bench-cli bench-import
+bench: bench-log bench-open bench-cli bench-import bench-drivers
 
 bench-log: $(STAMP)
 	$(BIN)/python tools/bench_log.py
@@ -50,6 +50,10 @@ protos:
 	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. eventstore/containerd/api/mount.proto
 	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. \
 	    eventstore/containerd/api/snapshots.proto
+# btrfs vs vfs vs overlay: a 1,000-layer chain and an image import, each on a fresh
+# loop filesystem; the CLI is a non-editable pip install into a venv of its own
+bench-drivers: $(STAMP)
+	$(BIN)/python tools/bench_drivers.py --layers 1000 --chain-rounds 1 --rounds 3
 
 # The long crash run (docs/crash-testing.md), an hour or more: per seed and driver, every
 # crash point of the built-in workload with every point of each recovery crashed too,
@@ -57,7 +61,7 @@ protos:
 # with many examples.
 # `make test` runs the CI-sized version of all this.
 CRASH_SEEDS ?= 1 2
-CRASH_DRIVERS ?= vfs overlay
+CRASH_DRIVERS ?= vfs overlay btrfs fuse-overlayfs
 CRASH_EXAMPLES ?= 2000
 crash-test: $(STAMP)
 	set -e; for seed in $(CRASH_SEEDS); do for driver in $(CRASH_DRIVERS); do \
@@ -75,7 +79,7 @@ crash-test: $(STAMP)
 # The whole damage matrix (docs/damage-testing.md) on each driver, a few minutes each;
 # `make test` runs a CI-sized part of it (tests/damage/). Every driver runs even when
 # one finds violations; the target fails if any did.
-DAMAGE_DRIVERS ?= vfs overlay
+DAMAGE_DRIVERS ?= vfs overlay fuse-overlayfs btrfs
 damage-test: $(STAMP)
 	status=0; for driver in $(DAMAGE_DRIVERS); do \
 	    $(BIN)/python -m replay.damage --driver $$driver || status=1; \

@@ -29,7 +29,9 @@ FAST, READ, WRITE, NONE = "fast", "read", "write", "none"
 def default_root() -> str:
     if os.environ.get("LAYERSTORE_ROOT"):
         return os.environ["LAYERSTORE_ROOT"]
-    if os.geteuid() == 0:
+    from eventstore.rootless import is_rootless
+
+    if not is_rootless():  # root in a user namespace is still a user: its own data home
         return "/var/lib/layerstore"
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "layerstore")
@@ -111,7 +113,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     only (argparse spends milliseconds building thirty of them at every call)."""
     p = _Parser(prog="layerstore", description="A crash-safe, event-sourced layer store.")
     p.add_argument("--root", default=None, help="store root (default /var/lib/layerstore as root)")
-    p.add_argument("--driver", default=None, help="storage driver: overlay or vfs (default: overlay where it works)")
+    p.add_argument("--driver", default=None, help="storage driver: overlay, fuse-overlayfs, btrfs or vfs "
+                                                  "(default: overlay where it works, else fuse-overlayfs, else vfs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     wanted = find_command(argv) if argv is not None else None

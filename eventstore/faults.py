@@ -78,6 +78,11 @@ POINTS: dict[str, str] = {
     "driver.overlay.remove.before-rmtree": "overlay: unmounted and unlinked, dir not deleted",
     "driver.vfs.create.after-copy": "vfs: the layer's directory is made, create not returned",
     "driver.vfs.remove.before-rmtree": "vfs: remove is about to delete the layer's directory",
+    "driver.btrfs.create.after-subvolume": "btrfs: the subvolume is made, its read-only mark not yet",
+    "driver.btrfs.remove.before-destroy": "btrfs: remove is about to delete the subvolume",
+    "driver.btrfs.remove.after-destroy": "btrfs: the subvolume is deleted, its read-only mark not yet",
+    "driver.fuse-overlayfs.mount": "fuse-overlayfs: about to start the mount program",
+    "driver.fuse-overlayfs.unmount": "fuse-overlayfs: about to unmount",
 }
 
 ACTIONS = ("crash", "eio", "enospc", "sleep:SECONDS")

@@ -57,9 +57,19 @@ DEFAULT_CHECKPOINT_INTERVAL = 16  # small: automatic checkpoints happen mid-work
 CHILD_TIMEOUT = 120
 
 
+SCRATCH_KINDS = ("tmpfs", "disk", "btrfs")
+
+
+def scratch_kind_for(driver: str) -> str:
+    """Where a driver's crash roots go by default: btrfs needs a btrfs, the rest a tmpfs."""
+    return "btrfs" if driver == "btrfs" else "tmpfs"
+
+
 @contextmanager
-def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
-    """A temporary directory for crash roots, on its own tmpfs when we may mount one.
+def scratch_space(use_tmpfs: bool = True, size: str = "2g", kind: str | None = None) -> Iterator[Path]:
+    """A temporary directory for crash roots: on its own tmpfs when we may mount one,
+    on the disk (``use_tmpfs=False``, kind "disk"), or on a fresh loop-mounted btrfs
+    whose image sits on a tmpfs (kind "btrfs", ``replay.loopfs``).
 
     Durability is simulated (a process crash keeps the page cache; a power loss is
     ``replay.powerloss``), so real fsyncs only cost time: ``syncfs`` on a busy disk
@@ -67,6 +77,13 @@ def scratch_space(use_tmpfs: bool = True, size: str = "2g") -> Iterator[Path]:
     """
     from eventstore.mounts import detach_all
 
+    if kind == "btrfs":
+        from replay.loopfs import loop_btrfs
+
+        with loop_btrfs(size) as mountpoint:
+            yield mountpoint
+        return
+    use_tmpfs = use_tmpfs if kind is None else kind == "tmpfs"
     base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
     if use_tmpfs and os.geteuid() == 0:
         import ctypes
@@ -210,11 +227,9 @@ def _crash_spec(sequence: list[str], position: int) -> str:
 # --- one crash point -------------------------------------------------------------------------------
 
 def _cleanup(root: Path) -> None:
-    from eventstore.mounts import detach_all
+    from replay.loopfs import remove_tree
 
-    if root.exists():
-        detach_all(str(root))
-        shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)  # mounts first; btrfs subvolumes (read-only ones too) as well
 
 
 def _crash_workload(config: Config, plan: Plan, position: int, workdir: Path) -> tuple[PointResult, Path]:
@@ -418,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--driver-module", action="append", default=[], metavar="MOD[:CLASS]",
                    help="register CLASS as --driver, or import MOD which registers its drivers")
     p.add_argument("--root", help="where the crash roots go (default: a temporary tmpfs, removed afterwards)")
-    p.add_argument("--no-tmpfs", action="store_true",
-                   help="default root on the disk, not a tmpfs (for drivers that need a real file system)")
+    p.add_argument("--scratch", choices=SCRATCH_KINDS,
+                   help="what the default root is on: a tmpfs, the disk, or a loop-mounted btrfs "
+                        "(default: btrfs for --driver btrfs, else tmpfs)")
+    p.add_argument("--no-tmpfs", action="store_true", help="the same as --scratch disk")
     p.add_argument("--seed", type=int, default=1, help="layer ids, power-loss choices, recovery crash points")
     p.add_argument("--power-loss", action="store_true", help="lose what was not synced at each crash")
     p.add_argument("--power-mode", choices=[*POWER_MODES, "mix"], default="mix")
@@ -450,11 +467,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.root:
             base = Path(args.root)
             base.mkdir(parents=True, exist_ok=True)
-        elif args.keep:  # kept roots outlive this process: not on a tmpfs we unmount
-            base = Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
         else:
-            base = stack.enter_context(scratch_space(not args.no_tmpfs))
+            from replay.loopfs import ScratchUnavailable
+
+            kind = args.scratch or ("disk" if args.no_tmpfs else scratch_kind_for(args.driver))
+            try:
+                base = _base_for(stack, kind, args.keep)
+            except ScratchUnavailable as exc:
+                print(f"crash harness: no {kind} scratch space: {exc}", file=sys.stderr)
+                return 2
         return _main(args, base, workload, name)
+
+
+def _base_for(stack: ExitStack, kind: str, keep: bool) -> Path:
+    """Where the crash roots go. Kept roots outlive this process: on the disk, or on a
+    loop btrfs left mounted (its mount point is printed, to unmount when done)."""
+    if not keep:
+        return stack.enter_context(scratch_space(kind=kind))
+    if kind != "btrfs":
+        return Path(tempfile.mkdtemp(prefix="layerstore-crash-"))
+    from replay.loopfs import mount_loop_filesystem
+
+    base = mount_loop_filesystem("btrfs", on_tmpfs=False)
+    print(f"crash roots on a loop-mounted btrfs at {base}; when done: umount {base} && rm -r {base.parent}",
+          file=sys.stderr)
+    return base
 
 
 def _main(args, base: Path, workload: str, name: str) -> int:

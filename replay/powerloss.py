@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from eventstore import faults
-from eventstore.mounts import detach_all
+from eventstore.mounts import detach_all, mount_points
 
 SECTOR = 512
 VOLATILE = ("index.db", "index.db-wal", "index.db-shm")
@@ -62,7 +62,9 @@ _real = SimpleNamespace(
 )
 _ = shutil  # imported first: shutil decides at import whether rmtree may use dir_fd
 
-Key = tuple[int, int]  # (inode number, generation): a reused inode number is a new file
+# (device, inode number, generation): a reused inode number is a new file, and btrfs
+# numbers inodes per subvolume (each subvolume has its own st_dev)
+Key = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Tracker:
     root: str
     mode: str = "drop"
     seed: int = 0
-    generations: dict[int, int] = field(default_factory=dict)
+    generations: dict[tuple[int, int], int] = field(default_factory=dict)
     files: dict[Key, tuple[bytes, Meta]] = field(default_factory=dict)
     #: directory path -> (the directory's key, its durable entries)
     dirs: dict[str, tuple[Key | None, dict[str, Entry]]] = field(default_factory=dict)
@@ -118,8 +120,18 @@ class Tracker:
 
     def __post_init__(self) -> None:
         self.root = os.path.realpath(self.root)
-        self.device = os.stat(self.root).st_dev
         self.rng = random.Random(self.seed)
+        self.mounts: set[str] = set()
+
+    def refresh_mounts(self) -> None:
+        """Read which paths under the root are mount points now. What is mounted is not
+        ours (an overlay's merged view, a tmpfs); a btrfs subvolume is, though it has its
+        own st_dev: mount points are known by path, not by device."""
+        self.mounts = {p for p in mount_points(self.root) if p != self.root}
+
+    def foreign(self, path: str) -> bool:
+        """True when ``path`` is a mount point under the root or inside one."""
+        return any(path == m or path.startswith(m + "/") for m in self.mounts)
 
     # --- where things are ------------------------------------------------------------------
 
@@ -140,11 +152,12 @@ class Tracker:
         return path[:-len(" (deleted)")] if path.endswith(" (deleted)") else path
 
     def key(self, st: os.stat_result) -> Key:
-        return (st.st_ino, self.generations.get(st.st_ino, 0))
+        return (st.st_dev, st.st_ino, self.generations.get((st.st_dev, st.st_ino), 0))
 
-    def retire(self, ino: int) -> None:
+    def retire(self, st: os.stat_result) -> None:
         """The inode was freed: a file that gets its number later is another file."""
-        self.generations[ino] = self.generations.get(ino, 0) + 1
+        inode = (st.st_dev, st.st_ino)
+        self.generations[inode] = self.generations.get(inode, 0) + 1
 
     # --- making things durable -------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class Tracker:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
-            if st.st_dev != self.device:  # a mount point: what is under it is not ours
+            if path in self.mounts:  # a mount point: what is under it is not ours
                 found[name] = Entry("dir", _meta(st))
             else:
                 found[name] = self.entry(path, st)
@@ -187,6 +200,7 @@ class Tracker:
         return self.key(st)
 
     def sync_dir(self, rel: str) -> None:
+        self.refresh_mounts()
         self.dirs[rel] = (self.dir_key(rel), self.listing(rel))
 
     def knows(self, key: Key) -> bool:
@@ -205,6 +219,7 @@ class Tracker:
 
     def sync_all(self) -> None:
         """Everything under the root is durable now (syncfs, and the start)."""
+        self.refresh_mounts()
         pending = [""]
         self.dirs = {}
         while pending:
@@ -214,7 +229,7 @@ class Tracker:
             for name, entry in listing.items():
                 child = f"{rel}/{name}" if rel else name
                 path = os.path.join(self.root, child)
-                if entry.kind == "dir" and os.lstat(path).st_dev == self.device:
+                if entry.kind == "dir" and path not in self.mounts:
                     pending.append(child)
                 elif entry.kind == "file":
                     self.sync_file(path, os.lstat(path))
@@ -222,9 +237,10 @@ class Tracker:
     def synced_fd(self, fd: int) -> None:
         """``fd`` was fsync'd: its data (a file) or its entries (a directory) are durable."""
         st = os.fstat(fd)
-        if st.st_dev != self.device:
-            return
         path = self._fd_path(fd)
+        self.refresh_mounts()
+        if path is None or self.foreign(path):
+            return
         if stat.S_ISDIR(st.st_mode):
             rel = self._relative(path) if path else None
             if rel is not None:
@@ -256,6 +272,7 @@ class Tracker:
 
     def apply_image(self) -> None:
         """Rewrite the root to what survives the power loss (in this tracker's mode)."""
+        self.refresh_mounts()
         self._current: dict[str, dict[str, Entry]] = {}
         self._current_data: dict[Key, bytes] = {}
         self._read_current("")
@@ -419,8 +436,8 @@ def _open(path, flags, mode=0o777, *, dir_fd=None):
 def _fresh_inode(st) -> None:
     # a new file or directory whose number a durable record names: the old one was
     # freed behind our back (by another process), so this is another object
-    if st.st_dev == _tracker.device and _tracker.knows(_tracker.key(st)):
-        _tracker.retire(st.st_ino)
+    if _tracker.knows(_tracker.key(st)):
+        _tracker.retire(st)
 
 
 def _write(fd, data):
@@ -457,12 +474,12 @@ def _rmdir(path, *, dir_fd=None):
     st = _lstat(path, dir_fd)
     _real.rmdir(path, dir_fd=dir_fd)
     if st is not None and _tracker is not None:
-        _tracker.retire(st.st_ino)
+        _tracker.retire(st)
 
 
 def _freed(st) -> None:
     if st is not None and _tracker is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-        _tracker.retire(st.st_ino)
+        _tracker.retire(st)
 
 
 def _unlinker(real):

@@ -5,6 +5,12 @@ overlay: the layer's own directory *is* the change set (its upper dir): every en
 is emitted; 0:0 character devices become ``.wh.NAME`` and directories marked
 ``trusted.overlay.opaque=y`` get a ``.wh..wh..opq`` entry.
 
+fuse-overlayfs: an upper dir too, holding whatever fuse-overlayfs writes or reads:
+besides the kernel's forms, ``.wh.NAME`` files (whiteouts, emitted as they are), and
+opaque directories marked by ``user.overlay.opaque`` or ``user.fuseoverlayfs.opaque``
+or holding a ``.wh..wh..opq`` file (fuse-overlayfs writes the file *and* an xattr; one
+marker is emitted).
+
 delete: the layer is a full tree; it is compared with its parent's full tree. Entries
 that are new, or differ in type, mode, owner, size, mtime, link target, device or
 xattrs, are emitted (with their parent directories, so the tar applies on its own);
@@ -27,19 +33,20 @@ from eventstore.archive import writer
 from eventstore.errors import InvalidArgument, StorageError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_SKIPPED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_SKIPPED_XATTRS = (b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.")
 WHITEOUT = b".wh."
 OPAQUE = b".wh..wh..opq"
 OPAQUE_XATTR = b"trusted.overlay.opaque"
+FUSE_OPAQUE_XATTRS = (OPAQUE_XATTR, b"user.overlay.opaque", b"user.fuseoverlayfs.opaque")
+FORMATS = ("overlay", "delete", "fuse-overlayfs")
 READ_CHUNK = 1 << 20
 
 
 def diff_changes(layer_dir: Path, parent_dirs: list[Path], whiteout_format: str
                  ) -> Iterator[bytes]:
     """A tar (ending with the end-of-archive blocks) of the layer's changes."""
-    if whiteout_format not in ("overlay", "delete"):
-        raise InvalidArgument(f"whiteout_format must be 'overlay' or 'delete', "
-                              f"not {whiteout_format!r}")
+    if whiteout_format not in FORMATS:
+        raise InvalidArgument(f"whiteout_format must be one of {FORMATS}, not {whiteout_format!r}")
     layer_fd = _open_dir(layer_dir)
     parent_fd = None
     if whiteout_format == "delete" and parent_dirs:
@@ -48,7 +55,7 @@ def diff_changes(layer_dir: Path, parent_dirs: list[Path], whiteout_format: str
         except BaseException:
             os.close(layer_fd)
             raise
-    return _Diff(layer_fd, parent_fd, whiteout_format == "overlay").run()
+    return _Diff(layer_fd, parent_fd, whiteout_format != "delete", whiteout_format == "fuse-overlayfs").run()
 
 
 def _open_dir(path: Path) -> int:
@@ -87,10 +94,11 @@ class _Node:
 
 
 class _Diff:
-    def __init__(self, layer_fd: int, parent_fd: int | None, overlay: bool):
+    def __init__(self, layer_fd: int, parent_fd: int | None, overlay: bool, fuse: bool = False):
         self._layer_fd = layer_fd
         self._parent_fd = parent_fd
         self._overlay = overlay
+        self._fuse = fuse
         self._links: dict[tuple[int, int], bytes] = {}
         # directories on the current path whose header is not out yet (delete format:
         # a directory is emitted only when something under it changed)
@@ -106,7 +114,7 @@ class _Diff:
                 os.close(self._parent_fd)
 
     def _walk(self) -> Iterator[bytes]:
-        if self._overlay and _opaque(self._layer_fd, None):
+        if self._overlay and _opaque(self._layer_fd, None, self._fuse):
             yield self._marker(b"", OPAQUE, os.fstat(self._layer_fd))
         # Only the current directory's fds are held (one per tree, plus the parent
         # tree's fd from where a layer-only subtree began): the way back up is "..",
@@ -186,14 +194,20 @@ class _Diff:
                 yield self._entry(child + b"/", node, layer_fd)
             else:
                 self._pending_dirs.append((child + b"/", node))
-            if self._overlay and _opaque(layer_fd, name):
+            if self._overlay and _opaque(layer_fd, name, self._fuse):
                 yield self._marker(child, OPAQUE, node.st)
             self._enter(stack, child + b"/", name, same_dir)
             return
         if old is not None and old.same_as(node):
             return
         yield from self._flush_pending()
-        if self._overlay and stat.S_ISCHR(node.st.st_mode) and node.st.st_rdev == 0:
+        whiteout = self._overlay and stat.S_ISCHR(node.st.st_mode) and node.st.st_rdev == 0
+        if self._fuse and (whiteout or name.startswith(WHITEOUT)):
+            tar_name = WHITEOUT + name if whiteout else name
+            if tar_name != OPAQUE:  # an opaque dir's marker went out with the dir
+                yield self._marker(child.rpartition(b"/")[0], tar_name, node.st)
+            return
+        if whiteout:
             yield self._marker(child.rpartition(b"/")[0], WHITEOUT + name, node.st)
             return
         yield from self._file(child, node, layer_fd)
@@ -268,12 +282,29 @@ def _xattr_target(dir_fd: int, name: bytes | None) -> tuple[int | bytes, bool]:
     return b"/proc/self/fd/%d/%s" % (dir_fd, name), False
 
 
-def _opaque(dir_fd: int, name: bytes | None) -> bool:
+def _opaque(dir_fd: int, name: bytes | None, fuse: bool = False) -> bool:
     target, follow = _xattr_target(dir_fd, name)
-    try:
-        return os.getxattr(target, OPAQUE_XATTR, follow_symlinks=follow) == b"y"
-    except OSError:
-        return False
+    for xattr in FUSE_OPAQUE_XATTRS if fuse else (OPAQUE_XATTR,):
+        try:
+            if os.getxattr(target, xattr, follow_symlinks=follow) == b"y":
+                return True
+        except OSError:
+            continue
+    return fuse and _has_opaque_entry(dir_fd, name)
+
+
+def _has_opaque_entry(dir_fd: int, name: bytes | None) -> bool:
+    """fuse-overlayfs's opaque marker entries: a ``.wh..wh..opq`` file, or a whiteout
+    (0:0 device) of the name ``.wh..opq``, which reads the same in a tar."""
+    prefix = b"" if name is None else name + b"/"
+    for entry, is_marker in ((OPAQUE, lambda st: True),
+                             (b".wh..opq", lambda st: stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)):
+        try:
+            if is_marker(os.lstat(prefix + entry, dir_fd=dir_fd)):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _xattrs(dir_fd: int, name: bytes | None) -> list[tuple[bytes, bytes]]:

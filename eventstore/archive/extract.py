@@ -9,6 +9,17 @@ end, after their contents.
 A regular file's payload is referenced from the tar-split by its real path; when a
 later entry removes or replaces that file, its bytes are first copied into the
 tar-split (a blob), so the original stream can still be rebuilt exactly.
+
+Whiteouts are stored as the driver reads them: "overlay" (0:0 character devices,
+``trusted.overlay.opaque``), "delete" (applied by deleting), or "fuse-overlayfs" (the
+kernel's form where the process may make it, else what fuse-overlayfs reads instead:
+``.wh.NAME`` files for whiteouts; ``user.overlay.opaque``, else a ``.wh..wh..opq`` file,
+for opaque directories).
+
+A rootless process (``eventstore.rootless``) cannot give files other owners, make
+device nodes, or set trusted.* and security.* xattrs; as containers-storage does in a
+user namespace, it leaves files owned by itself and skips those nodes and xattrs. The
+tar-split still records every header, so the layer's diff is the same tar.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from isal.isal_zlib import crc32
 from eventstore.archive.reader import Entry, TarReader
 from eventstore.archive.resolve import NotADirectory, PathMissing, ResolveError, Resolver
 from eventstore.archive.tarsplit import TarSplitWriter
+from eventstore.rootless import is_rootless
 
 MAX_PATH = 4096
 MAX_NAME = 255
@@ -30,8 +42,9 @@ WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 AUFS_META = b".wh..wh."
 OVERLAY_OPAQUE_XATTR = b"trusted.overlay.opaque"
-# overlayfs keeps its own bookkeeping in these namespaces; a layer must not bring any
-RESERVED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+UNPRIVILEGED_OPAQUE_XATTR = b"user.overlay.opaque"  # the kernel's with userxattr; fuse-overlayfs's
+# overlayfs and fuse-overlayfs keep their own bookkeeping in these; a layer must not bring any
+RESERVED_XATTRS = (b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.")
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -62,10 +75,13 @@ def member_path(name: bytes, what: str = "name") -> list[bytes]:
 
 
 class Extractor:
-    """Applies the entries of one tar to ``root_fd`` ("overlay" or "delete" whiteouts)."""
+    """Applies the entries of one tar to ``root_fd`` ("overlay", "fuse-overlayfs" or
+    "delete" whiteouts)."""
 
     def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter):
-        self._overlay = whiteout_format == "overlay"
+        self._overlay = whiteout_format in ("overlay", "fuse-overlayfs")
+        self._fuse = whiteout_format == "fuse-overlayfs"
+        self._rootless = is_rootless()
         self._split = split
         self._root_fd = root_fd
         # delete format only: real paths this tar made, and their ancestors (an opaque
@@ -215,8 +231,9 @@ class Extractor:
     def _node(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
         mode = entry.mode & 0o7777
         if entry.kind == "fifo":
-            def make() -> None:
+            def make() -> bool:
                 os.mkfifo(base, 0o600, dir_fd=parent_fd)
+                return True
         else:
             kind = stat.S_IFCHR if entry.kind == "chardev" else stat.S_IFBLK
             try:
@@ -224,15 +241,21 @@ class Extractor:
             except (OverflowError, ValueError):
                 raise Refused("device number out of range") from None
 
-            def make() -> None:
+            def make() -> bool:
                 try:
                     os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+                except PermissionError:
+                    if self._rootless:  # skipped, as containers-storage does in a user namespace
+                        return False
+                    raise
                 except OSError as err:
                     if err.errno != errno.EINVAL:  # the kernel holds 12-bit majors,
                         raise                      # 20-bit minors
                     raise Refused("device number out of range") from None
+                return True
         try:
-            self._create(parent_fd, base, real, make)
+            if not self._create(parent_fd, base, real, make):
+                return
         except OverflowError:
             raise Refused("device number out of range") from None
         self._metadata_at(entry, parent_fd, base, chmod=True, mode=mode)
@@ -241,7 +264,9 @@ class Extractor:
 
     def _whiteout(self, entry: Entry, parent_fd: int, parent_real: bytes, base: bytes) -> None:
         if base == OPAQUE_MARKER:
-            if self._overlay:
+            if self._fuse:
+                _mark_opaque_for_fuse(parent_fd)
+            elif self._overlay:
                 _set_xattr_fd(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
             else:
                 self._prune(parent_fd, None, parent_real, keep_touched=True)
@@ -255,8 +280,13 @@ class Extractor:
         if self._overlay:
             def make() -> None:
                 os.mknod(victim, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
-            self._create(parent_fd, victim, real, make)
-            os.chown(victim, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+            try:
+                self._create(parent_fd, victim, real, make)
+            except PermissionError:
+                if not self._fuse:
+                    raise
+                victim = self._whiteout_file(parent_fd, victim, real)
+            self._chown(victim, entry, parent_fd)
             _set_times(parent_fd, victim, _atime(entry), entry.mtime_ns)
         else:
             try:
@@ -264,6 +294,17 @@ class Extractor:
             except FileNotFoundError:
                 return
             self._remove(parent_fd, victim, real, st)
+
+    def _whiteout_file(self, parent_fd: int, victim: bytes, real: bytes) -> bytes:
+        """fuse-overlayfs's other form of a whiteout, for a process that may not make
+        0:0 devices: an empty ``.wh.NAME`` file (what the tar itself carries); NAME
+        itself goes, as a device would replace it. The file's name."""
+        name = WHITEOUT_PREFIX + victim  # the tar entry's own name: never too long
+        if _exists(parent_fd, victim):
+            self._remove(parent_fd, victim, real, None)
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=parent_fd))
+        return name
 
     # --- creating over, and removing, what is there --------------------------------
 
@@ -352,16 +393,21 @@ class Extractor:
     def _metadata_fd(self, entry: Entry, fd: int) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears
         security.capability)."""
-        os.fchown(fd, entry.uid, entry.gid)
+        self._chown(fd, entry)
         os.fchmod(fd, entry.mode & 0o7777)
         for name, value in entry.xattrs:
             _check_xattr(name)
-            _set_xattr_fd(fd, name, value)
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as err:
+                # rootless: the kernel keeps trusted.* and security.* from us (EPERM)
+                if not (self._rootless and err.errno == errno.EPERM):
+                    raise Refused(f"cannot set xattr {_show(name)}: {err.strerror}") from None
 
     def _metadata_at(self, entry: Entry, parent_fd: int, base: bytes, chmod: bool,
                      mode: int = 0) -> None:
         """The same for entries that must not be opened (symlinks, devices, fifos)."""
-        os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        self._chown(base, entry, parent_fd)
         if chmod:  # a node this entry just made, not a symlink
             os.chmod(base, mode, dir_fd=parent_fd)
         if entry.xattrs:
@@ -373,10 +419,23 @@ class Extractor:
                 except OSError as err:
                     # the kernel allows user.* only on files and directories
                     if not (name.startswith(b"user.")
-                            and err.errno in (errno.EPERM, errno.ENOTSUP)):
+                            and err.errno in (errno.EPERM, errno.ENOTSUP)) \
+                            and not (self._rootless and err.errno == errno.EPERM):
                         raise Refused(f"cannot set xattr {_show(name)}: "
                                       f"{err.strerror}") from None
         _set_times(parent_fd, base, _atime(entry), entry.mtime_ns)
+
+    def _chown(self, target: int | bytes, entry: Entry, parent_fd: int | None = None) -> None:
+        """Give ``target`` (an fd, or a name in ``parent_fd``) the entry's owner; a
+        rootless process keeps what it cannot give (EPERM, or EINVAL: no mapping)."""
+        try:
+            if parent_fd is None:
+                os.fchown(target, entry.uid, entry.gid)
+            else:
+                os.chown(target, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        except OSError as err:
+            if not (self._rootless and err.errno in (errno.EPERM, errno.EINVAL)):
+                raise
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -458,3 +517,19 @@ def _read_payload(fd: int, size: int, segments: list[tuple[int, int]] | None
             offset += len(chunk)
             length -= len(chunk)
             yield chunk
+
+
+def _mark_opaque_for_fuse(dir_fd: int) -> None:
+    """Make a directory opaque as fuse-overlayfs reads it: the kernel's xattr where the
+    process may set it (root: the same bytes as the overlay driver's), else the one the
+    kernel's unprivileged overlay reads too, else (no user xattrs on this filesystem) a
+    ``.wh..wh..opq`` file."""
+    for name in (OVERLAY_OPAQUE_XATTR, UNPRIVILEGED_OPAQUE_XATTR):
+        try:
+            os.setxattr(dir_fd, name, b"y")
+            return
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP):
+                raise Refused(f"cannot mark the directory opaque: {err.strerror}") from None
+    os.close(os.open(OPAQUE_MARKER, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd))

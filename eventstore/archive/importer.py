@@ -23,7 +23,7 @@ from eventstore.fsutil import fsync_dir
 #: and stops the second long before it fills a disk; callers can lower it.
 DEFAULT_MAX_SIZE = 64 << 30
 
-WHITEOUT_FORMATS = ("overlay", "delete")
+WHITEOUT_FORMATS = ("overlay", "delete", "fuse-overlayfs")
 
 
 class ImportResult(msgspec.Struct, frozen=True):

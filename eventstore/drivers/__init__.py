@@ -7,6 +7,8 @@ from pathlib import Path
 from eventstore.drivers.base import Driver, FsInfo
 
 _registry: dict[str, str | type[Driver]] = {
+    "btrfs": "eventstore.drivers.btrfs:BtrfsDriver",
+    "fuse-overlayfs": "eventstore.drivers.fuse_overlay:FuseOverlayDriver",
     "overlay": "eventstore.drivers.overlay:OverlayDriver",
     "vfs": "eventstore.drivers.vfs:VfsDriver",
 }
@@ -43,7 +45,9 @@ def open_driver(name: str, root: Path, check: bool = True) -> Driver:
     from eventstore.errors import DriverError
 
     cls = driver_class(name)
-    home = Path(root) / name
+    # drivers sharing one layout share one home (fuse-overlayfs uses overlay's), so a
+    # store moves between them by naming the other in <root>/driver
+    home = Path(root) / (cls.home_name or name)
     reason = cls.supported(home) if check else None
     if reason:
         raise DriverError(f"driver {name} cannot run here: {reason}")
@@ -51,9 +55,13 @@ def open_driver(name: str, root: Path, check: bool = True) -> Driver:
 
 
 def default_driver(root: Path) -> str:
-    """overlay where it can mount, else vfs (DESIGN §8)."""
-    cls = driver_class("overlay")
-    return "overlay" if cls.supported(Path(root) / "overlay") is None else "vfs"
+    """overlay where it can mount (DESIGN §8); else fuse-overlayfs where it can (a
+    rootless user, as Podman's default); else vfs."""
+    for name in ("overlay", "fuse-overlayfs"):
+        cls = driver_class(name)
+        if cls.supported(Path(root) / (cls.home_name or name)) is None:
+            return name
+    return "vfs"
 
 
 __all__ = ["Driver", "FsInfo", "register", "names", "driver_class", "open_driver", "default_driver"]

@@ -75,6 +75,9 @@ class Driver(abc.ABC):
     #: how the driver wants tar whiteouts stored: "overlay" (0:0 char devices and
     #: trusted.overlay.opaque) or "delete" (apply them by deleting from a full copy)
     whiteout_format: str = "delete"
+    #: the directory under the store root the driver keeps its layers in; "" means
+    #: ``name`` (drivers with one layout share one: fuse-overlayfs uses overlay's)
+    home_name: str = ""
 
     def __init__(self, home: Path):
         self.home = Path(home)

@@ -52,6 +52,7 @@ from eventstore.mounts import MNT_DETACH, mount_points, mounts_under, real_path,
 from eventstore.private import make_dir
 from eventstore.removal import refuse_mounts, remove_tree
 from eventstore.retry import on_ebusy
+from eventstore.rootless import is_rootless
 
 MAX_DEPTH = 128
 SHORT_NAME_LENGTH = 26
@@ -98,6 +99,7 @@ class OverlayDriver(Driver):
 
     name = "overlay"
     whiteout_format = "overlay"
+    own_fstypes: tuple[str, ...] = ("overlay",)  # what the driver itself mounts on merged/
 
     def __init__(self, home: Path, unmount_timeout: float = 2.0):
         super().__init__(Path(home).absolute())
@@ -111,8 +113,8 @@ class OverlayDriver(Driver):
     def supported(cls, home: Path) -> str | None:
         if not _kernel_has_overlay():
             return "the kernel has no overlay filesystem (not in /proc/filesystems)"
-        if os.geteuid() != 0:
-            return "overlay mounts need root"
+        if is_rootless():
+            return "overlay mounts need root (in the initial user namespace; rootless: fuse-overlayfs)"
         return _probe_mount(_nearest_existing(Path(home).absolute().parent))
 
     # --- create and remove -----------------------------------------------------------
@@ -201,7 +203,7 @@ class OverlayDriver(Driver):
         ``merged`` (stacked ones included: ``unmount`` peels those off)."""
         layer = self._dir(layer_id)
         merged = real_path(layer / "merged")
-        return [m.point for m in mounts_under(layer) if not (m.point == merged and m.fstype == "overlay")]
+        return [m.point for m in mounts_under(layer) if not (m.point == merged and m.fstype in self.own_fstypes)]
 
     def _remove_short_link(self, layer_id: str, layer: Path) -> None:
         try:
@@ -368,8 +370,11 @@ class OverlayDriver(Driver):
         return code if code >= 0 else errno.EINTR
 
     def unmount(self, layer_id: str) -> None:
-        merged = os.fsencode(self.mount_path(layer_id))
         faults.point("driver.overlay.unmount")
+        self._peel_mounts(layer_id)
+
+    def _peel_mounts(self, layer_id: str) -> None:
+        merged = os.fsencode(self.mount_path(layer_id))
         # two racing mounters can stack mounts on one merged dir: peel them all off
         for _ in range(MAX_STACKED_MOUNTS):
             if not self._unmount_once(layer_id, merged):

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only this case (a name, or a prefix ending in '/': segment-last/); repeatable")
     p.add_argument("--list", action="store_true", help="list the damage cases for the driver and exit")
     p.add_argument("--keep", action="store_true", help="keep the directories of violations (and of --only cases)")
-    p.add_argument("--root", help="where the copies go (default: a temporary tmpfs, removed afterwards)")
+    p.add_argument("--root", help="where the copies go (default: a temporary tmpfs, removed afterwards; "
+                                  "for btrfs a loop-mounted btrfs)")
     p.add_argument("--no-tmpfs", action="store_true", help="default root on the disk, not a tmpfs")
     p.add_argument("--seed", type=int, default=1, help="layer ids and markers follow the seed")
     p.add_argument("--segment-size", type=int, default=DEFAULT_SEGMENT_SIZE)
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             base.mkdir(parents=True, exist_ok=True)
         elif args.keep:  # kept directories outlive this process: not on a tmpfs we unmount
             base = Path(tempfile.mkdtemp(prefix="layerstore-damage-"))
-        else:
-            base = stack.enter_context(scratch_space(not args.no_tmpfs))
+        else:  # btrfs lays its layers out on a btrfs: a fresh loop-mounted one
+            base = stack.enter_context(scratch_space(not args.no_tmpfs, size="4g",
+                                                     kind="btrfs" if args.driver == "btrfs" else None))
         base.chmod(0o755)  # user nobody must reach the copies
         config = Config(args.driver, base.resolve(), args.driver_module, args.seed, args.segment_size,
                         args.checkpoint_interval, args.only, args.keep, args.jobs)

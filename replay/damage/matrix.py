@@ -356,6 +356,9 @@ def _no_damage(run: CaseRun) -> str:
     return "nothing (the control case)"
 
 
+OVERLAY_LAYOUT = ("overlay", "fuse-overlayfs")  # drivers with overlay's metadata and kernel-visible mounts
+
+
 # --- the matrix -----------------------------------------------------------------------------------
 
 def build_matrix() -> list[Case]:
@@ -370,7 +373,7 @@ def build_matrix() -> list[Case]:
               for kind, damage in TARSPLIT_DAMAGES.items()]
     cases += [Case(f"driver/{kind}", "driver data", damage, LAYER_REMEDY, names=_leaf_names, probe="rw")
               for kind, damage in DRIVER_DAMAGES.items()]
-    cases += [Case(f"overlay/{kind}", "overlay metadata", damage, ("recover",), heals=True, drivers=("overlay",))
+    cases += [Case(f"overlay/{kind}", "overlay metadata", damage, ("recover",), heals=True, drivers=OVERLAY_LAYOUT)
               for kind, damage in OVERLAY_DAMAGES.items()]
     cases += [
         Case("stray/tarsplit-dir", "stray entry", _stray_tarsplit_dir, ("recover",), heals=True),
@@ -383,7 +386,7 @@ def build_matrix() -> list[Case]:
         Case("env/read-only", "environment", environment.read_only_medium, ("undo",), heals=True),
         Case("env/other-user", "environment", environment.other_user, (), heals=True, reads="may-refuse"),
         Case("env/reader-user", "environment", environment.reader_user, (), heals=True),
-        Case("env/leaked-mount", "environment", _leaked_mount, ("recover",), heals=True, drivers=("overlay",)),
+        Case("env/leaked-mount", "environment", _leaked_mount, ("recover",), heals=True, drivers=OVERLAY_LAYOUT),
         Case("env/zombie-creator", "environment", environment.zombie_creator, ("recover",), heals=True,
              compare_history=False, checks=(_zombie_checks,)),
         # removing a layer never crosses into a mount: it unmounts first, or refuses
