@@ -1,12 +1,22 @@
 """Checkpoints: the fold's state at an LSN, written atomically, so that rebuilding the
 read models or answering "what was the state at LSN n" replays only what follows.
 
-File ``<root>/checkpoints/<lsn>.ckpt``: magic ``LAYRCKPT``, format version (u32), store
-uuid (16 bytes), then a msgpack body (LSN, log position, layer records), then a CRC32C
-of everything before it. Written to a temp file, fsync'd, renamed, directory fsync'd.
-A checkpoint that fails any check is skipped, never trusted: bad magic, checksum,
-version or store uuid, a body whose LSN is not the one its name claims, or an LSN past
-the end of the log (a log restored from a backup). The newest ``KEEP`` are kept.
+File ``<root>/checkpoints/<lsn>.ckpt`` (format version 2):
+
+    header  magic ``LAYRCKPT``, version (u32), store uuid (16 bytes), LSN (u64), the log
+            position after it (segment, offset, next LSN: 3 x u64), the fingerprint of
+            the last record it covers (segment, offset, LSN: 3 x u64, CRC u32), then a
+            CRC32C of the header
+    body    msgpack: the layer records
+    CRC32C of everything before it
+
+The header is checked on its own, so that every open can learn cheaply what the newest
+checkpoint has seen (evidence against a log that lost records) and where it stands (the
+start of the records an open checks); the body is read only to rebuild or time travel.
+Written to a temp file, fsync'd, renamed, directory fsync'd. A checkpoint that fails any
+check is skipped, never trusted: bad magic, checksum, version or store uuid, a name that
+is not its LSN, a fingerprint the log does not have (another history). The newest
+``KEEP`` are kept.
 """
 
 from __future__ import annotations
@@ -15,55 +25,62 @@ import os
 import struct
 import uuid as uuidlib
 from pathlib import Path
-from typing import NamedTuple
-
-import msgspec
+from typing import TYPE_CHECKING, NamedTuple
 
 from eventstore import faults
 from eventstore.fsutil import fsync_dir, write_atomic
-from eventstore.log import Position
 from eventstore.log.format import crc32c
-from eventstore.state import LayerRecord, State
+
+if TYPE_CHECKING:
+    from eventstore.log import EventLog, Fingerprint, Position
+    from eventstore.state import LayerRecord, State
 
 MAGIC = b"LAYRCKPT"
-VERSION = 1
+VERSION = 2
 KEEP = 2
+HEADER = struct.Struct("<8sI16sQQQQQQQI")  # magic, version, uuid, lsn, position, fingerprint (segment, offset, lsn, crc)
+HEADER_CRC = struct.Struct("<I")
+HEADER_SIZE = HEADER.size + HEADER_CRC.size
 
 
 class UntrustedCheckpoint(Exception):
     """A checkpoint that fails a check; the message says which. It is skipped, never used."""
 
 
-class CheckpointBody(msgspec.Struct):
+class CheckpointHeader(NamedTuple):
+    """What a checkpoint says of itself: whose, at which LSN, where in the log."""
+
+    path: Path
+    store_uuid: uuidlib.UUID
     lsn: int
-    position: tuple[int, int, int]
-    layers: list[LayerRecord]
+    position: tuple[int, int, int]      # segment, offset, next LSN
+    fingerprint: tuple[int, int, int, int]  # segment, offset, LSN, CRC of the last record covered (zeros: none)
 
 
 class Checkpoint(NamedTuple):
     path: str
     lsn: int
-    position: Position
-    state: State
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(CheckpointBody)
+    position: "Position"
+    state: "State"
 
 
 def checkpoint_dir(root: Path) -> Path:
     return Path(root) / "checkpoints"
 
 
-def write(root: Path, store_uuid: uuidlib.UUID, position: Position, layers: list[LayerRecord]) -> Path:
-    """Write the state at ``position`` (the LSN before ``position.lsn``) atomically."""
+def write(root: Path, store_uuid: uuidlib.UUID, position: "Position", fingerprint: "Fingerprint | None",
+          layers: "list[LayerRecord]") -> Path:
+    """Write the state at ``position`` (the LSN before ``position.lsn``) atomically;
+    ``fingerprint`` names the last record it covers (None for an empty log)."""
+    import msgspec
+
     directory = checkpoint_dir(root)
     if not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
         fsync_dir(directory.parent)
     lsn = position.lsn - 1
-    body = _encoder.encode(CheckpointBody(lsn, tuple(position), layers))
-    data = MAGIC + struct.pack("<I", VERSION) + store_uuid.bytes + body
+    head = HEADER.pack(MAGIC, VERSION, store_uuid.bytes, lsn, *position, *(fingerprint or (0, 0, 0, 0)))
+    data = head + HEADER_CRC.pack(crc32c(head)) + msgspec.msgpack.encode(layers)
     data += struct.pack("<I", crc32c(data))
     path = directory / f"{lsn:016d}.ckpt"
     _remove_temp_files(directory)
@@ -89,69 +106,111 @@ def _prune(directory: Path) -> None:
         fsync_dir(directory)
 
 
+def read_header(path: Path, store_uuid: uuidlib.UUID | None = None) -> CheckpointHeader:
+    """The header of the checkpoint in ``path`` (its body is not read);
+    UntrustedCheckpoint saying why it cannot be trusted."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEADER_SIZE)
+    except OSError as exc:
+        raise UntrustedCheckpoint(f"unreadable: {exc.strerror}") from None
+    if len(data) < HEADER_SIZE or not data.startswith(MAGIC):
+        raise UntrustedCheckpoint("not a checkpoint (or from an older version)")
+    (stored,) = HEADER_CRC.unpack_from(data, HEADER.size)
+    if crc32c(data[:HEADER.size]) != stored:
+        raise UntrustedCheckpoint("header checksum mismatch")
+    _, version, raw_uuid, lsn, *rest = HEADER.unpack_from(data)
+    if version != VERSION:
+        raise UntrustedCheckpoint(f"unknown version {version}")
+    header = CheckpointHeader(path, uuidlib.UUID(bytes=raw_uuid), lsn, tuple(rest[:3]), tuple(rest[3:]))
+    if store_uuid is not None and header.store_uuid != store_uuid:
+        raise UntrustedCheckpoint("from another store")
+    if path.stem.isdigit() and int(path.stem) != lsn:
+        raise UntrustedCheckpoint(f"holds the state at LSN {lsn}, not the LSN its name says")
+    if header.position[2] != lsn + 1:
+        raise UntrustedCheckpoint(f"position {header.position} does not follow LSN {lsn}")
+    return header
+
+
+def headers(root: Path, store_uuid: uuidlib.UUID | None = None,
+            skipped: list[str] | None = None) -> list[CheckpointHeader]:
+    """The valid checkpoint headers, newest first (damaged ones named in ``skipped``)."""
+    directory = checkpoint_dir(root)
+    try:
+        names = sorted((n for n in os.listdir(directory) if n.endswith(".ckpt")), reverse=True)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append(read_header(directory / name, store_uuid))
+        except UntrustedCheckpoint as exc:
+            if skipped is not None:
+                skipped.append(f"{name}: {exc}")
+    return found
+
+
 def read(path: Path, store_uuid: uuidlib.UUID) -> Checkpoint:
-    """The checkpoint in ``path``; UntrustedCheckpoint saying why it cannot be trusted."""
+    """The checkpoint in ``path``, body included; UntrustedCheckpoint saying why not."""
+    import msgspec
+
+    from eventstore.log import Position
+    from eventstore.state import LayerRecord, State
+
+    header = read_header(path, store_uuid)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UntrustedCheckpoint(f"unreadable: {exc.strerror}") from None
-    if len(data) < 32 or not data.startswith(MAGIC):
-        raise UntrustedCheckpoint("not a checkpoint")
     (stored,) = struct.unpack_from("<I", data, len(data) - 4)
-    if crc32c(data[:-4]) != stored:
+    if len(data) < HEADER_SIZE + 4 or crc32c(data[:-4]) != stored:
         raise UntrustedCheckpoint("checksum mismatch")
-    (version,) = struct.unpack_from("<I", data, 8)
-    if version != VERSION:
-        raise UntrustedCheckpoint(f"unknown version {version}")
-    if uuidlib.UUID(bytes=data[12:28]) != store_uuid:
-        raise UntrustedCheckpoint("from another store")
     try:
-        body = _decoder.decode(data[28:-4])
+        layers = msgspec.msgpack.decode(data[HEADER_SIZE:-4], type=list[LayerRecord])
     except msgspec.DecodeError as exc:
         raise UntrustedCheckpoint(f"undecodable: {exc}") from None
-    if path.stem.isdigit() and int(path.stem) != body.lsn:
-        raise UntrustedCheckpoint(f"holds the state at LSN {body.lsn}, not the LSN its name says")
-    if body.position[2] != body.lsn + 1:
-        raise UntrustedCheckpoint(f"position {body.position} does not follow LSN {body.lsn}")
     state = State()
-    for rec in body.layers:
+    for rec in layers:
         state.put(rec)
-    state.lsn = body.lsn
-    return Checkpoint(str(path), body.lsn, Position(*body.position), state)
+    state.lsn = header.lsn
+    return Checkpoint(str(path), header.lsn, Position(*header.position), state)
 
 
-def newest(root: Path, store_uuid: uuidlib.UUID, at_most_lsn: int | None = None,
-           skipped: list[str] | None = None, log_end: int | None = None) -> Checkpoint | None:
-    """The newest valid checkpoint (at or before ``at_most_lsn``); damaged ones, and
-    ones past ``log_end`` (the log's last LSN), are skipped (and named in ``skipped``)."""
-    directory = checkpoint_dir(root)
-    if not directory.is_dir():
-        return None
-    for path in sorted(directory.glob("*.ckpt"), reverse=True):
-        try:
-            lsn = int(path.stem)
-        except ValueError:
+def follows(header: CheckpointHeader, log: "EventLog") -> bool:
+    """True when ``header`` was taken from this very log: the record it names as its
+    last is there, with its LSN and CRC (an empty log's checkpoint names none)."""
+    from eventstore.log import Fingerprint
+
+    if header.lsn == 0:
+        return True
+    return header.lsn <= log.last_lsn and log.matches(Fingerprint(*header.fingerprint))
+
+
+def newest(root: Path, log: "EventLog", at_most_lsn: int | None = None,
+           skipped: list[str] | None = None) -> Checkpoint | None:
+    """The newest valid checkpoint of ``log`` (at or before ``at_most_lsn``); damaged
+    ones, ones from another history and ones past the log's end are skipped (and named
+    in ``skipped``)."""
+    for header in headers(root, log.store_uuid, skipped):
+        if at_most_lsn is not None and header.lsn > at_most_lsn:
             continue
-        if at_most_lsn is not None and lsn > at_most_lsn:
-            continue
         try:
-            result = read(path, store_uuid)
-            if log_end is not None and result.lsn > log_end:
-                raise UntrustedCheckpoint(f"beyond the end of the log (LSN {log_end})")
+            if not follows(header, log):
+                raise UntrustedCheckpoint("taken from another history of this store (or past the log's end)")
+            return read(header.path, log.store_uuid)
         except UntrustedCheckpoint as exc:
             if skipped is not None:
-                skipped.append(f"{path.name}: {exc}")
-            continue
-        return result
+                skipped.append(f"{header.path.name}: {exc}")
     return None
 
 
-def load_state(root: Path, log, skipped: list[str] | None = None, at_most_lsn: int | None = None) -> State:
+def load_state(root: Path, log: "EventLog", skipped: list[str] | None = None,
+               at_most_lsn: int | None = None) -> "State":
     """The fold's state at the log's tail (or at ``at_most_lsn``): the newest valid
     checkpoint, then only the events after it."""
-    from eventstore.state import apply
+    from eventstore.state import State, apply
 
-    ckpt = newest(root, log.store_uuid, at_most_lsn, skipped, log_end=log.last_lsn)
+    ckpt = newest(root, log, at_most_lsn, skipped)
     state = ckpt.state if ckpt else State()
     start = ckpt.position if ckpt else None
     for record in log.records(start):

@@ -167,6 +167,11 @@ def print_layer(rec) -> None:
         print(f"{key}: {value}")
 
 
+def flags(rec: dict) -> str:
+    """`` [quarantined]`` or `` [incomplete]`` after a layer in a listing."""
+    return " [quarantined]" if rec.get("quarantined") else " [incomplete]" if rec["incomplete"] else ""
+
+
 def print_tree(layers: list[dict]) -> None:
     """Draw the parent/child forest (layers as from ``listing``), iteratively: chains
     can be deeper than Python's recursion limit."""
@@ -179,9 +184,7 @@ def print_tree(layers: list[dict]) -> None:
     out = []
     while stack:
         rec, prefix, last = stack.pop()
-        label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "")
-        if rec["incomplete"]:
-            label += " [incomplete]"
+        label = rec["id"][:12] + (f" ({', '.join(rec['names'])})" if rec["names"] else "") + flags(rec)
         out.append(f"{prefix}{'└── ' if last else '├── '}{label}")
         children = by_parent.get(rec["id"], [])
         child_prefix = prefix + ("    " if last else "│   ")
@@ -204,29 +207,50 @@ def open_store(args, readonly: bool):
 
 
 def run(args) -> int:
+    """Run the command; once more when it met damaged read models and changed nothing
+    (they were set aside and rebuilt from the log, or, for a read, built in memory)."""
+    import sqlite3
+
+    from eventstore.errors import ReadModelDamaged
+    from eventstore.query import sqlite_problem
+
     cmd = COMMANDS[args.command]
     if cmd.access == NONE:
         return cmd.handler(args)
-    if cmd.access == FAST:
-        from eventstore.query import Reader, open_reader
-
-        if cmd.name == "exists" and not os.path.isdir(os.path.join(args.root, "log")):
-            return 1
-        reader = open_reader(args.root)
-        if reader is None:  # behind the log (or no index yet): open the store to catch up
-            store = open_store(args, readonly=True)
-            try:
-                return cmd.handler(Reader(store.index.conn), args)
-            finally:
-                store.close()
-        try:
-            return cmd.handler(reader, args)
-        finally:
-            reader.conn.close()
-    store = open_store(args, readonly=cmd.access == READ)
+    state = {"appended": 0}
     try:
+        return _run_once(cmd, args, state, rebuild=False)
+    except (ReadModelDamaged, sqlite3.DatabaseError) as exc:
+        if (isinstance(exc, sqlite3.DatabaseError) and sqlite_problem(exc) != "damaged") or state["appended"]:
+            raise
+    return _run_once(cmd, args, state, rebuild=True)
+
+
+def _run_once(cmd: Command, args, state: dict, rebuild: bool) -> int:
+    if cmd.access == FAST and not rebuild:
+        from eventstore.query import open_reader
+
+        if not os.path.isdir(os.path.join(args.root, "log")):  # no store (yet): nothing to find
+            from eventstore.index import Index
+
+            return cmd.handler(Index.in_memory(), args)
+        reader = open_reader(args.root)
+        if reader is not None:
+            try:
+                return cmd.handler(reader, args)
+            finally:
+                reader.conn.close()
+    store = open_store(args, readonly=cmd.access != WRITE)
+    try:
+        if rebuild and store.index.readonly:
+            store.rebuild_in_memory()  # the file's damage may lie where the open did not look
+        if cmd.access == FAST:
+            from eventstore.query import Reader
+
+            return cmd.handler(Reader(store.index.conn), args)
         return cmd.handler(store, args)
     finally:
+        state["appended"] = store.appended
         store.close()
 
 
@@ -270,8 +294,7 @@ def cmd_layers(reader, args) -> int:
     if args.tree:
         print_tree(layers)
     elif layers:
-        print("\n".join(f"{r['id']}{'  ' + ', '.join(r['names']) if r['names'] else ''}"
-                        f"{' [incomplete]' if r['incomplete'] else ''}" for r in layers))
+        print("\n".join(f"{r['id']}{'  ' + ', '.join(r['names']) if r['names'] else ''}{flags(r)}" for r in layers))
     return 0
 
 
@@ -438,33 +461,42 @@ def cmd_checkpoint(store, args) -> int:
          arg("--content", action="store_true", help="also regenerate every layer's tar and check its digest"),
          access=READ)
 def cmd_check(store, args) -> int:
-    from replay.verify import check
+    from replay.verify import check, notes
 
     problems = check(store, content=args.content)
+    remarks = notes(store)
     if args.json:
-        emit_json({"ok": not problems, "problems": problems})
+        emit_json({"ok": not problems, "problems": problems, "notes": remarks})
     else:
         print("\n".join(problems) if problems else "ok")
+        for remark in remarks:
+            print(f"note: {remark}")
     return 4 if problems else 0
 
 
-@command("log", "inspect or repair the log", arg("action", choices=["verify", "dump", "repair"]), access=NONE)
+@command("log", "inspect or repair the log", arg("action", choices=["verify", "dump", "repair"]),
+         arg("--dry-run", action="store_true", help="repair: say what would be done, change nothing"), access=NONE)
 def cmd_log(args) -> int:
     from eventstore.log import EventLog
+    from eventstore.salvage import repair_store
 
     if args.action == "repair":
-        from eventstore.log.repair import repair
-
-        for line in repair(args.root):
-            print(line)
+        lines = repair_store(args.root, dry_run=args.dry_run)
+        emit_json(lines) if args.json else print("\n".join(lines))
         return 0
-    with EventLog.open(args.root, writer=False, create=False) as log:
+    if not os.path.isdir(os.path.join(args.root, "log")):
+        from eventstore.errors import NoStore
+
+        raise NoStore(f"no layer store at {args.root}")
+    seen_lsn = _seen_lsn(args.root)
+    with EventLog.open(args.root, writer=False, create=False, seen_lsn=seen_lsn) as log:
         if args.action == "verify":
-            report = log.verify()
+            report = log.verify(seen_lsn)
             torn = report.torn_tail
             result = {"segments": report.segments, "records": report.records, "events": report.events,
-                      "last-lsn": report.last_lsn, "torn-tail": f"{torn.segment}@{torn.offset}" if torn else None}
-            emit(args, result, " ".join(f"{k}={v}" for k, v in result.items()))
+                      "last-lsn": report.last_lsn, "lost": report.lost,
+                      "torn-tail": f"{torn.segment}@{torn.offset}" if torn else None}
+            emit(args, result, " ".join(f"{k}={'none' if v is None else v}" for k, v in result.items()))
             return 0
         import json
 
@@ -473,6 +505,23 @@ def cmd_log(args) -> int:
         for lsn, event in log.events():
             print(json.dumps({"lsn": lsn, **to_builtins(event)}))
     return 0
+
+
+def _seen_lsn(root: str) -> int:
+    """The highest LSN the read models or a checkpoint have seen (0 when unknown)."""
+    import sqlite3
+
+    from eventstore.provenance import expect
+    from eventstore.query import NO_MARKS, Reader, connect
+
+    try:
+        conn = connect(os.path.join(root, "index.db"), readonly=True)
+        try:
+            return expect(root, Reader(conn).marks()).seen_lsn
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return expect(root, NO_MARKS).seen_lsn
 
 
 @command("recover", "run recovery now (also sweeps orphans); prints what it did")
@@ -484,6 +533,49 @@ def cmd_recover(store, args) -> int:
         emit_json(actions)
     else:
         print("\n".join(actions) if actions else "nothing to recover")
+    return 0
+
+
+@command("unquarantine", "lift a layer's quarantine once you have checked it (recorded in the log)", REF,
+         arg("--reason", default="", help="why it is safe now (kept in the history)"))
+def cmd_unquarantine(store, args) -> int:
+    layer_id = store.unquarantine(args.ref, reason=args.reason)
+    emit(args, {"unquarantined": layer_id}, layer_id)
+    return 0
+
+
+@command("lost+found", "list what recovery moved aside (data no event accounts for), or delete it",
+         arg("--purge", metavar="NAME", action="append", default=[], help="delete this entry for good (repeatable)"),
+         arg("--all", action="store_true", help="with --purge: every entry"), aliases=("lost-found",), access=NONE)
+def cmd_lost_found(args) -> int:
+    from pathlib import Path
+
+    from eventstore import lostfound
+
+    root = Path(args.root)
+    if args.all and not args.purge:
+        args.purge = [e.name for e in lostfound.entries(root)]
+    if args.purge:
+        if not (root / "log").is_dir():
+            from eventstore.errors import NoStore
+
+            raise NoStore(f"no layer store at {root}")
+        store = open_store(args, readonly=False)
+        try:
+            for name in args.purge:
+                store.purge_lost_found(name)
+                print(f"deleted {name}") if not args.json else None
+        finally:
+            store.close()
+        if args.json:
+            emit_json({"purged": args.purge})
+        return 0
+    found = lostfound.entries(root)
+    if args.json:
+        emit_json([{"name": e.name, "path": str(e.path), "size": e.size} for e in found])
+    else:
+        for e in found:
+            print(f"{e.name}  {e.size} bytes")
     return 0
 
 
@@ -548,9 +640,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
+    except OSError as exc:  # the disk or the kernel: a storage error, not a "no"
         print(f"layerstore: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
-        return 1
+        return 5
 
 
 if __name__ == "__main__":

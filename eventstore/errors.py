@@ -2,7 +2,7 @@
 
 Callers test for the kind (the class), never the text. Each exception carries an
 ``exit_code`` the CLI uses (DESIGN §8): 1 not found, 2 usage, 3 refused by a rule,
-4 corruption.
+4 corruption, 5 a storage error (the disk, the kernel or a driver failed).
 """
 
 
@@ -32,6 +32,12 @@ class AmbiguousLayer(LayerStoreError):
     """A prefix matches more than one layer id."""
 
     exit_code = 2
+
+
+class NoStore(LayerStoreError):
+    """There is no store at that root (yet)."""
+
+    exit_code = 1
 
 
 # --- rules (DESIGN §1) ------------------------------------------------------------
@@ -81,9 +87,14 @@ class ContentRejected(RuleViolation):
 # --- storage --------------------------------------------------------------------
 
 class StorageError(LayerStoreError):
-    """The disk, the kernel or a driver failed an operation."""
+    """The disk, the kernel or a driver failed an operation (exit 5: not a "no")."""
 
-    exit_code = 1
+    exit_code = 5
+
+
+class ReadModelDamaged(StorageError):
+    """SQLite says ``index.db`` is damaged. It is derived data: set aside and rebuilt
+    from the log; the operation that met the damage changed nothing."""
 
 
 class DriverError(StorageError):
@@ -106,6 +117,17 @@ class CorruptLog(LayerStoreError):
         super().__init__(message)
         self.segment = segment
         self.offset = offset
+
+
+class LostRecords(CorruptLog):
+    """The log ends before records that were acknowledged: derived data (the read
+    models, a checkpoint) has seen LSNs ``first_lsn`` to ``last_lsn``, the log no longer
+    has them. Never a reason to rebuild from the shorter log."""
+
+    def __init__(self, message: str, first_lsn: int, last_lsn: int):
+        super().__init__(message)
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
 
 
 class CorruptStore(LayerStoreError):

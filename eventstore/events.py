@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -159,6 +159,42 @@ class ContentRejected(Event, tag="content-rejected"):
     reason: str = ""
 
 
+# --- integrity (schema 2) -----------------------------------------------------------
+
+class RecordsLost(Event, tag="records-lost"):
+    """Log repair replaced damaged or missing records: LSNs ``first_lsn`` to
+    ``first_lsn + count - 1`` are gone. ``layers``: the layers the lost records may have
+    changed, from what repair could salvage (ids in the damaged bytes, the old read
+    models' rows); replaying the marker quarantines them, and every incomplete layer."""
+
+    first_lsn: int = 0
+    count: int = 0
+    reason: str = ""
+    layers: list[str] = []
+
+
+class DataMovedAside(Event, tag="data-moved-aside"):
+    """Data no event accounted for was moved to ``<root>/lost+found/<path>`` (never
+    deleted). ``what``: driver data, tar-split, or stray (not named like a layer)."""
+
+    layer: str = ""
+    what: str = ""
+    path: str = ""
+
+
+class QuarantineLifted(Event, tag="quarantine-lifted"):
+    """The operator lifted a layer's quarantine (``layerstore unquarantine``)."""
+
+    layer: str
+    reason: str = ""
+
+
+class LostFoundPurged(Event, tag="lost-found-purged"):
+    """The operator deleted ``<root>/lost+found/<name>`` for good."""
+
+    name: str = ""
+
+
 AnyEvent = (
     LayerCreated
     | LayerCompleted
@@ -175,6 +211,10 @@ AnyEvent = (
     | LayerQuarantined
     | OrphanRemoved
     | ContentRejected
+    | RecordsLost
+    | DataMovedAside
+    | QuarantineLifted
+    | LostFoundPurged
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -183,6 +223,24 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 _encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+
+
+_lost_decoder = msgspec.msgpack.Decoder(RecordsLost)
+
+
+def encode_lost(event: RecordsLost) -> bytes:
+    """What a records-lost marker carries about its loss."""
+    return _encoder.encode(event)
+
+
+def decode_lost(info: bytes, first_lsn: int, count: int) -> RecordsLost:
+    """The event a records-lost marker stands for; its LSN range is the marker's own."""
+    try:
+        event = _lost_decoder.decode(info) if info else RecordsLost()
+    except msgspec.DecodeError:
+        event = RecordsLost(reason="(the marker's details are unreadable)")
+    event.first_lsn, event.count = first_lsn, count
+    return event
 
 
 def encode_batch(events: list[Event]) -> bytes:

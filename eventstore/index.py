@@ -24,8 +24,10 @@ import msgspec
 
 from eventstore import events as ev
 from eventstore import faults
+from eventstore.fsutil import fsync_dir
 from eventstore.log import LogRecord, Position
-from eventstore.query import Reader
+from eventstore.log.format import crc32c
+from eventstore.query import Reader, connect
 from eventstore.state import LayerRecord, apply
 
 
@@ -63,6 +65,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS layers_attention ON layers(id) "
                  "WHERE incomplete OR mount_count > 0 OR process_holds > 0")
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+
+_GONE = LayerRecord(id="", incomplete=False)
 
 
 def decode_record(text: str | bytes) -> LayerRecord:
@@ -104,6 +109,13 @@ class IndexState:
     def has_children(self, layer_id: str) -> bool:
         (count,) = self._conn.execute("SELECT count(*) FROM layers WHERE parent = ?", (layer_id,)).fetchone()
         return count + self._children_delta.get(layer_id, 0) > 0
+
+    def incomplete_ids(self) -> list[str]:
+        rows = self._conn.execute("SELECT id FROM layers INDEXED BY layers_attention "
+                                  "WHERE incomplete OR mount_count > 0 OR process_holds > 0").fetchall()
+        stored = {r[0] for r in rows if (self.get(r[0]) or _GONE).incomplete}
+        changed = {i for i, rec in self._cache.items() if rec is not None and rec.incomplete}
+        return sorted(stored | changed)
 
     def _set_owner(self, name: str, owner: str | None) -> None:
         self._names.pop(name, None)  # to the end: flush follows the order of last change
@@ -173,17 +185,36 @@ def history_row(lsn: int, event: ev.Event) -> tuple:
 
 
 class Index(Reader):
-    """The SQLite read models of one store (``<root>/index.db``)."""
+    """The SQLite read models of one store (``<root>/index.db``), or a copy of them in
+    memory (``Index.in_memory``) for a reader that may not write the file."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        new = not self.path.exists()
-        super().__init__(sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False),
-                         decode_record)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+    def __init__(self, path: Path | None, readonly: bool = False, conn: sqlite3.Connection | None = None):
+        self.path = Path(path) if path is not None else None
+        self.readonly = readonly
+        if conn is None:
+            new = not self.path.exists()
+            conn = connect(self.path, readonly)
+        else:
+            new = False
+        super().__init__(conn, decode_record)
+        if readonly:
+            self.conn.execute("SELECT value FROM meta LIMIT 1").fetchall()  # damaged or not ours: fail now
+            return
+        if self.path is not None:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         if new or self.meta("schema") is None:
             self._transaction(lambda: _create_schema(self.conn))
+
+    @classmethod
+    def in_memory(cls, source: "Index | None" = None) -> "Index":
+        """Read models in memory: empty, or a copy of ``source`` (to catch up or rebuild
+        without writing the file)."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if source is not None:
+            source.conn.backup(conn)
+        index = cls(None, conn=conn)
+        return index
 
     # --- position and meta -------------------------------------------------------------
 
@@ -208,9 +239,15 @@ class Index(Reader):
         def body() -> None:
             for table in ("layers", "names", "history"):
                 self.conn.execute(f"DELETE FROM {table}")
-            self.conn.execute("DELETE FROM meta WHERE key IN ('position', 'store_uuid', 'swept_boot')")
+            self.conn.execute("DELETE FROM meta WHERE key IN "
+                              "('position', 'store_uuid', 'swept_boot', 'last_record', 'span')")
 
         self._transaction(body)
+
+    def set_span(self, start: Position, crc: int) -> None:
+        """The span checksum now covers the record bytes from ``start`` to the position,
+        with CRC ``crc`` (after a checkpoint: from its position, nothing yet)."""
+        self.set_meta("span", ":".join(map(str, (*start, crc))))
 
     # --- projecting -------------------------------------------------------------------
 
@@ -222,7 +259,13 @@ class Index(Reader):
                 faults.point("index.before-commit")
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): a rollback that
+                # fails must not hide the error that caused it
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
             faults.point("index.after-commit")
             return result
@@ -246,12 +289,18 @@ class Index(Reader):
 
         def body() -> int:
             applied_lsn = (self.position() or Position(0, 0, 1)).lsn
+            marks = self.marks()
+            span_crc = marks.span_crc
             state = IndexState(self.conn)
             history = []
-            end = None
+            end = last = None
             for record in records:
                 if record.end.lsn <= applied_lsn:
                     continue
+                # the span checksum grows with every record's bytes; a record whose
+                # bytes are unknown ends it (the next open checks record by record)
+                span_crc = crc32c(record.raw, span_crc) if span_crc is not None and record.raw else None
+                last = record
                 for i, event in enumerate(record.events):
                     lsn = record.lsn + i
                     if lsn < applied_lsn:
@@ -263,8 +312,13 @@ class Index(Reader):
                 return 0
             state.flush()
             self.conn.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", history)
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)",
-                              (f"{end.segment}:{end.offset}:{end.lsn}",))
+            meta = [("position", f"{end.segment}:{end.offset}:{end.lsn}"),
+                    ("last_record", ":".join(map(str, last.fingerprint)))]
+            if span_crc is not None and marks.span_start is not None:
+                meta.append(("span", ":".join(map(str, (*marks.span_start, span_crc)))))
+            else:
+                self.conn.execute("DELETE FROM meta WHERE key = 'span'")
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
             if store_uuid:
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('store_uuid', ?)", (store_uuid,))
             return len(history)
@@ -313,10 +367,21 @@ class Index(Reader):
         self.conn.close()
 
     @staticmethod
-    def remove(path: Path) -> None:
-        """Delete an index database and its WAL files (it is rebuilt from the log)."""
-        for suffix in ("", "-wal", "-shm"):
+    def set_aside(path: Path, why: str) -> Path:
+        """Move an index database and its WAL files aside (``<path>.<why>-<UTC time>``),
+        to be rebuilt from the log; never deleted: it may hold evidence. The new name."""
+        import time
+
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = Path(f"{path}.{why}-{stamp}")
+        n = 0
+        while aside.exists():
+            n += 1
+            aside = Path(f"{path}.{why}-{stamp}.{n}")
+        for suffix in ("-wal", "-shm", ""):  # the database file last: its name is the claim
             try:
-                os.unlink(f"{path}{suffix}")
+                os.rename(f"{path}{suffix}", f"{aside}{suffix}")
             except FileNotFoundError:
                 pass
+        fsync_dir(Path(path).parent)
+        return aside

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from eventstore.errors import AmbiguousLayer, InvalidArgument, LayerNotFound
 
@@ -23,8 +23,79 @@ if TYPE_CHECKING:  # typing costs milliseconds at every CLI start; only checkers
 HEX = frozenset("0123456789abcdef")
 
 
-def segment_path(root: str | os.PathLike, number: int) -> str:
-    return os.path.join(root, "log", f"{number:016d}.wal")
+def _field(rec: Any, name: str) -> Any:
+    return rec.get(name) if isinstance(rec, dict) else getattr(rec, name)
+
+
+def rec_id(rec: Any) -> str:
+    return _field(rec, "id")
+
+
+def _owner_alive(owner: Any) -> bool:
+    from eventstore.process import alive
+
+    if owner is None:
+        return False
+    get = owner.get if isinstance(owner, dict) else (lambda k, d=None: getattr(owner, k, d))
+    return bool(get("lease")) or alive(get("pid", 0), get("start", 0), get("boot", ""))
+
+
+def abandoned_create(rec: Any) -> bool:
+    """True for a layer still incomplete whose creator (or deleter) is dead and that is
+    not quarantined: recovery removes it; reads never report it as existing."""
+    return bool(_field(rec, "incomplete")) and not _field(rec, "quarantined") and \
+        not _owner_alive(_field(rec, "owner"))
+
+
+def sqlite_problem(exc: BaseException) -> str:
+    """What an SQLite error means for the read models, by SQLite's own error code:
+    ``damaged`` (corrupt pages, not a database), ``busy``, ``full``, ``readonly``,
+    ``cantopen``, ``io``, or ``other``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, problem in (("SQLITE_CORRUPT", "damaged"), ("SQLITE_NOTADB", "damaged"), ("SQLITE_BUSY", "busy"),
+                            ("SQLITE_LOCKED", "busy"), ("SQLITE_FULL", "full"), ("SQLITE_READONLY", "readonly"),
+                            ("SQLITE_CANTOPEN", "cantopen"), ("SQLITE_PERM", "cantopen"),
+                            ("SQLITE_AUTH", "cantopen"), ("SQLITE_IOERR", "io")):
+        if name.startswith(prefix):
+            return problem
+    return "other"
+
+
+def connect(path: str | os.PathLike, readonly: bool) -> sqlite3.Connection:
+    """A connection to the read models; ``readonly`` never writes a byte (mode=ro)."""
+    if readonly:
+        from urllib.parse import quote
+
+        # on a read-only file system nothing can change the file: SQLite need not look
+        # for (or make) the WAL's shared-memory file, which it could not create there
+        frozen = os.path.exists(path) and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        return sqlite3.connect(f"file:{quote(os.fspath(path))}?mode=ro{'&immutable=1' if frozen else ''}",
+                               uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+    return sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+
+
+class Marks(NamedTuple):
+    """What the read models say of the log they follow (kept in ``meta``, written in the
+    same transaction as the rows): its store, how far they have projected, the last
+    record they projected (segment, offset, LSN, CRC), and the span checksum — the start
+    of the record bytes it covers (segment, offset, LSN) and their CRC32C."""
+
+    store_uuid: str | None
+    position: tuple[int, int, int] | None
+    last_record: tuple[int, int, int, int] | None
+    span_start: tuple[int, int, int] | None
+    span_crc: int | None
+
+
+NO_MARKS = Marks(None, None, None, None, None)
+
+
+def _numbers(value: str | None, count: int) -> tuple[int, ...] | None:
+    try:
+        numbers = tuple(int(x) for x in value.split(":")) if value else ()
+    except ValueError:
+        return None
+    return numbers if len(numbers) == count else None
 
 
 class Reader:
@@ -37,24 +108,41 @@ class Reader:
     def meta(self, key: str) -> str | None:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.DatabaseError:  # no table yet, or not a database at all: not current
-            return None
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a database without read models yet
+                return None
+            raise
         return row[0] if row else None
+
+    def marks(self) -> Marks:
+        span = _numbers(self.meta("span"), 4)
+        return Marks(self.meta("store_uuid"), _numbers(self.meta("position"), 3),  # type: ignore[arg-type]
+                     _numbers(self.meta("last_record"), 4),  # type: ignore[arg-type]
+                     span[:3] if span else None, span[3] if span else None)  # type: ignore[arg-type]
 
     def layer(self, layer_id: str) -> Any | None:
         row = self.conn.execute("SELECT record FROM layers WHERE id = ?", (layer_id,)).fetchone()
         return self.decode(row[0]) if row else None
 
     def layers(self) -> list[Any]:
-        return [self.decode(r[0]) for r in self.conn.execute("SELECT record FROM layers ORDER BY created_lsn")]
+        """Every layer, in creation order, but creates whose creator died half-way."""
+        decoded = (self.decode(r[0]) for r in self.conn.execute("SELECT record FROM layers ORDER BY created_lsn"))
+        return [rec for rec in decoded if not abandoned_create(rec)]
 
     def listing(self) -> list[dict]:
-        """id, parent, names and incomplete of every layer, in creation order, without
-        decoding whole records (``layers`` at 10,000 layers stays fast)."""
+        """id, parent, names, incomplete and quarantined of every layer, in creation
+        order, without decoding whole records (``layers`` at 10,000 layers stays fast);
+        creates whose creator died half-way are not listed."""
         rows = self.conn.execute(
-            "SELECT id, parent, json_extract(record, '$.names'), incomplete FROM layers ORDER BY created_lsn")
-        return [{"id": i, "parent": p or "", "names": json.loads(n) if n and n != "[]" else [],
-                 "incomplete": bool(inc)} for i, p, n, inc in rows]
+            "SELECT id, parent, json_extract(record, '$.names'), incomplete, json_extract(record, '$.quarantined'), "
+            "CASE WHEN incomplete THEN json_extract(record, '$.owner') END FROM layers ORDER BY created_lsn")
+        found = []
+        for i, p, n, inc, quarantined, owner in rows:
+            if inc and not quarantined and not _owner_alive(json.loads(owner) if owner else None):
+                continue
+            found.append({"id": i, "parent": p or "", "names": json.loads(n) if n and n != "[]" else [],
+                          "incomplete": bool(inc), "quarantined": quarantined or ""})
+        return found
 
     def by_name(self, name: str) -> str | None:
         row = self.conn.execute("SELECT layer FROM names WHERE name = ?", (name,)).fetchone()
@@ -67,7 +155,14 @@ class Reader:
         return [r[0] for r in rows]
 
     def lookup(self, ref: str) -> Any:
-        """The layer with id ``ref``, else named ``ref``, else whose id starts with ``ref``."""
+        """The layer with id ``ref``, else named ``ref``, else whose id starts with ``ref``
+        (a create whose creator died half-way is not found: it does not exist)."""
+        rec = self._lookup(ref)
+        if abandoned_create(rec):
+            raise LayerNotFound(f"layer {rec_id(rec)}: not found (its creator died before it was complete)")
+        return rec
+
+    def _lookup(self, ref: str) -> Any:
         rec = self.layer(ref)
         if rec is not None:
             return rec
@@ -100,29 +195,24 @@ class Reader:
             f"SELECT id FROM layers WHERE {column} = ? AND NOT incomplete ORDER BY created_lsn", (digest,))
         return [r[0] for r in rows]
 
-    def is_current(self, root: str | os.PathLike) -> bool:
-        """True when the read models have applied everything in the log: the last
-        segment ends exactly at their position and no later segment exists."""
-        value = self.meta("position")
-        if not value:
-            return False
-        segment, offset, _ = (int(x) for x in value.split(":"))
-        try:
-            size = os.stat(segment_path(root, segment)).st_size
-        except FileNotFoundError:
-            return False
-        return size == offset and not os.path.exists(segment_path(root, segment + 1))
-
 
 def open_reader(root: str | os.PathLike) -> Reader | None:
-    """A Reader on an up-to-date index, or None when the caller must open the store
-    (no index yet, or the log holds events the read models have not applied)."""
+    """A Reader on read models that have projected the whole log and that the log
+    confirms (``provenance.current``), or None when the caller must open the store:
+    no index yet, events not yet applied, or anything that needs a closer look."""
+    from eventstore.provenance import current
+
     path = os.path.join(root, "index.db")
     if not os.path.exists(path):
         return None
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-    reader = Reader(conn)
-    if not reader.is_current(root):
-        conn.close()
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.DatabaseError:
         return None
-    return reader
+    try:
+        if current(root, Reader(conn).marks()):
+            return Reader(conn)
+    except sqlite3.DatabaseError:
+        pass
+    conn.close()
+    return None

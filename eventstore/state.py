@@ -73,6 +73,9 @@ class State:
     def has_children(self, layer_id: str) -> bool:
         return bool(self.children.get(layer_id))
 
+    def incomplete_ids(self) -> list[str]:
+        return sorted(rec.id for rec in self.layers.values() if rec.incomplete)
+
     # updates the fold makes
     def put(self, rec: LayerRecord, old_names: Iterable[str] = ()) -> None:
         for name in old_names:
@@ -172,6 +175,9 @@ def check(state: State, event: ev.Event) -> None:
                 raise errors.LayerInUse(f"layer {layer_id}: is the parent of another layer")
         case ev.MountsReconciled(layer=layer_id) | ev.LayerQuarantined(layer=layer_id):
             _existing(state, layer_id)
+        case ev.QuarantineLifted(layer=layer_id):
+            if not _existing(state, layer_id).quarantined:
+                raise errors.RuleViolation(f"layer {layer_id}: not quarantined")
         case _:
             pass
 
@@ -193,7 +199,11 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
             if state.get(event.layer) is not None:
                 state.drop(event.layer)
             return
-        case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved():
+        case ev.RecordsLost():
+            _quarantine_after_loss(state, lsn, event)
+            return
+        case ev.RecoveryStarted() | ev.RecoveryFinished() | ev.ContentRejected() | ev.OrphanRemoved() | \
+                ev.DataMovedAside() | ev.LostFoundPurged():
             return
     layer_id = getattr(event, "layer", None)
     old = state.get(layer_id) if layer_id else None
@@ -244,6 +254,24 @@ def _update(rec: LayerRecord, event: ev.Event) -> None:
                 rec.mount_point = ""
         case ev.LayerQuarantined():
             rec.quarantined = event.reason or "quarantined"
+        case ev.QuarantineLifted():
+            rec.quarantined = ""
+
+
+def _quarantine_after_loss(state: State, lsn: int, event: ev.RecordsLost) -> None:
+    """Lost records may have changed any layer they named, and may have completed any
+    layer still incomplete (which recovery must then not take for an abandoned create):
+    each is quarantined, kept as it is until the operator looks."""
+    reason = f"records lost at LSN {event.first_lsn}-{event.first_lsn + max(event.count, 1) - 1} (log repair)"
+    for layer_id in dict.fromkeys([*event.layers, *state.incomplete_ids()]):
+        old = state.get(layer_id)
+        if old is None:
+            # known only from the lost records: kept, so that what follows about it
+            # applies, and its data is not taken for an orphan
+            state.put(LayerRecord(id=layer_id, incomplete=False, quarantined=reason + "; its creation was lost",
+                                  created=event.time, created_lsn=lsn, updated_lsn=lsn))
+        elif not old.quarantined:
+            state.put(msgspec.structs.replace(old, quarantined=reason, updated_lsn=lsn), old_names=old.names)
 
 
 def fold(events: Iterable[tuple[int, ev.Event]], state: State | None = None) -> State:

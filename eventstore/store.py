@@ -24,19 +24,32 @@ from typing import BinaryIO
 
 from eventstore import errors, faults, process
 from eventstore import events as ev
-from eventstore.drivers import Driver, default_driver, open_driver
+from eventstore.drivers import Driver, default_driver, driver_class, open_driver
 from eventstore.events import Holder, stamp
 from eventstore.fsutil import fsync_dir, write_atomic
-from eventstore.index import Index
-from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, LogRecord, Position
-from eventstore.log.format import FormatError
-from eventstore.log.reader import read_header
-from eventstore.log.segment import list_segments
+from eventstore.index import Index, IndexState
+from eventstore.log import DEFAULT_SEGMENT_SIZE, EventLog, Fingerprint, LogRecord, Position, Span
+from eventstore.log.reader import span_crc
+from eventstore.provenance import Expectation, expect
+from eventstore.query import sqlite_problem
 from eventstore.names import check_digest, check_id, check_name
 from eventstore.state import LayerRecord, apply, check, require_usable
 
 
 CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
+
+
+def warn(message: str) -> None:
+    """Something the caller should know, though the operation succeeded: to the
+    ``layerstore`` logger when the program configured logging, else one line on stderr."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("layerstore")
+    if logger.hasHandlers():
+        logger.warning(message)
+    else:
+        print(f"layerstore: warning: {message}", file=sys.stderr)
 
 
 def _newest_checkpoint_lsn(root: Path) -> int:
@@ -48,36 +61,52 @@ def _newest_checkpoint_lsn(root: Path) -> int:
     return max((int(n[:-5]) for n in names if n.endswith(".ckpt") and n[:-5].isdigit()), default=0)
 
 
-def _open_index(path: Path) -> Index:
-    """The read models at ``path``; a file SQLite cannot read (damaged, or not a
-    database at all) is derived data: dropped, to be rebuilt from the log."""
+def _open_index(path: Path, readonly: bool) -> Index:
+    """The read models at ``path``. A writer sets a file SQLite calls damaged aside and
+    starts a new one; a reader that cannot open the file (damaged, a read-only medium,
+    no permission) gets empty read models in memory, built from the log."""
     try:
-        return Index(path)
-    except sqlite3.OperationalError:
-        raise  # busy, locked, out of space: nothing wrong with the file
+        return Index(path, readonly=readonly)
+    except sqlite3.DatabaseError as exc:
+        problem = sqlite_problem(exc)
+        if readonly:
+            return Index.in_memory()
+        if problem == "damaged":
+            Index.set_aside(path, "damaged")
+            return Index(path)
+        raise errors.StorageError(f"cannot open the read models {path}: {exc}") from None
+
+
+def _check_writable(root: Path) -> None:
+    """One clear line, before anything is tried, when the store cannot be written."""
+    if os.statvfs(root).f_flag & os.ST_RDONLY:
+        raise errors.StorageError(f"store {root} is on a read-only file system: only reads work")
+    for path in (root, root / "log", root / "index.db"):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise errors.StorageError(f"permission denied: cannot write {path} (only reads work for this user)")
+
+
+def _open_log(root: Path, readonly: bool, segment_size: int, expectation: Expectation) -> EventLog:
+    span = expectation.span
+    return EventLog.open(root, writer=not readonly, create=not readonly, segment_size=segment_size,
+                         start=Position(*expectation.start) if expectation.start else None,
+                         span=Span(Position(*span[0]), Position(*span[1]), span[2]) if span else None,
+                         seen_lsn=expectation.seen_lsn)
+
+
+def _other_history(root: Path, index: Index, expectation: Expectation) -> bool:
+    """True when read models that are ahead of the log disagree with its last event:
+    they were projected from another history (a clone's), not from this log's lost tail."""
+    with EventLog.open(root, writer=False, create=False, seen_lsn=expectation.checkpoint_seen) as log:
+        last = log.last_lsn
+        if last < 1:
+            return False  # nothing to compare with: the log lost records
+        event = next(e for lsn, e in log.events(last) if lsn == last)
+    try:
+        row = index.conn.execute("SELECT time, type, layer FROM history WHERE lsn = ?", (last,)).fetchone()
     except sqlite3.DatabaseError:
-        Index.remove(path)
-        return Index(path)
-
-
-def _resume_point(root: Path, index: Index) -> Position | None:
-    """Where the log may start checking: the index's position, but only when the index
-    was projected from this very log. Another store's index.db (copied over ours) names
-    an offset that can fall inside one of our records, which the log would take for
-    damage: refused as corruption, or cut off as a torn tail, acknowledged events and all."""
-    position = index.position()
-    if position is None:
-        return None
-    segments = list_segments(root / "log")
-    if not segments:
-        return None
-    try:
-        header = read_header(segments[0][1])
-    except FormatError:
-        return None
-    if str(header.store_uuid) != index.store_uuid:
-        return None
-    return position
+        return True
+    return row != (event.time, event.type_name, getattr(event, "layer", None))
 
 
 class LayerStore:
@@ -95,6 +124,7 @@ class LayerStore:
         self.owner = owner  # who holds taken through this handle belong to
         self.process = process.this_process()  # who finishes this handle's creates and deletes
         self._foreign: list[LogRecord] = []
+        self.appended = 0  # events this handle appended (a failed command that appended none may be run again)
         self._index_behind = False  # a projection failed: catch up from the log before deciding
         self.checkpoint_interval = CHECKPOINT_INTERVAL
         self._checkpoint_lsn: int | None = None  # read on the first append
@@ -116,58 +146,149 @@ class LayerStore:
         seed's ``layer_store_init``) opens and recovers."""
         faults.check_environment()
         root = Path(root)
+        if readonly and not (root / "log").is_dir():
+            raise errors.NoStore(f"no layer store at {root}")
+        driver_name = cls._driver_name(root, driver, readonly)
         if not readonly:
             root.mkdir(parents=True, exist_ok=True)
-        elif not (root / "log").is_dir():
-            raise errors.StorageError(f"no layer store at {root}")
-        driver_name, new_store = cls._driver_name(root, driver, readonly)
-        index = _open_index(root / "index.db")
+            _check_writable(root)
+        index = _open_index(root / "index.db", readonly)
         store = None
         try:
-            log = EventLog.open(root, writer=not readonly, create=not readonly, segment_size=segment_size,
-                                resume=_resume_point(root, index))
-            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=new_store)
-            if new_store and not readonly:
-                store.driver  # a new store fails now, not at its first mount, if the driver cannot run
-                write_atomic(root / "driver", driver_name.encode() + b"\n")
+            expectation = cls._expectation(root, index)
+            try:
+                log = _open_log(root, readonly, segment_size, expectation)
+            except errors.LostRecords:
+                # Ahead of the log: the log lost records — unless the read models are
+                # another history's (a clone's), which their rows at the log's end tell
+                if expectation.seen_lsn <= expectation.checkpoint_seen or not _other_history(root, index,
+                                                                                                expectation):
+                    raise
+                expectation = expectation.without_index()
+                log = _open_log(root, readonly, segment_size, expectation)
+            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=False)
             log.listener = store._foreign.append
-            store._sync_index()
+            store._adopt_index(expectation)
+            store._settle_driver(requested=driver)
         except BaseException:
-            index.close()
+            (store.index if store is not None else index).close()
             if store is not None:
                 store.log.close()
             raise
         return store
 
     @staticmethod
-    def _driver_name(root: Path, requested: str | None, readonly: bool) -> tuple[str, bool]:
-        # A store keeps the driver it was created with; asking for another is an error
-        # rather than a silent second copy of every layer.
-        marker = root / "driver"
+    def _expectation(root: Path, index: Index) -> Expectation:
+        """What the read models and checkpoints say of the log; a writer whose read
+        models turn out damaged sets them aside and goes on with new ones."""
         try:
-            recorded = marker.read_text().strip()
+            return expect(root, index.marks())
+        except sqlite3.DatabaseError as exc:
+            if sqlite_problem(exc) != "damaged":
+                raise
+            return expect(root, Index.in_memory().marks())
+
+    @staticmethod
+    def _driver_name(root: Path, requested: str | None, readonly: bool) -> str:
+        """The driver the store uses (recorded in its ``driver`` file). A new store's
+        driver is checked before anything is made: an unknown or unusable driver leaves
+        no trace."""
+        try:
+            recorded = (root / "driver").read_text().strip() or None
         except FileNotFoundError:
             recorded = None
+        except OSError as exc:
+            raise errors.StorageError(f"cannot read {root / 'driver'}: {exc.strerror}") from None
         if recorded and requested and requested != recorded:
             raise errors.InvalidArgument(f"store {root} uses driver {recorded}, not {requested}")
         if recorded:
-            return recorded, False
-        return requested or default_driver(root), True
+            return recorded
+        name = requested or default_driver(root)
+        if not readonly and not (root / "log").is_dir():
+            reason = driver_class(name).supported(root / name)  # InvalidArgument for an unknown name
+            if reason:
+                raise errors.DriverError(f"driver {name} cannot run here: {reason}")
+        return name
 
-    def _sync_index(self) -> None:
-        """Bring the read models up to the log's tail (rebuilding them if they are
-        ahead of it or from another store)."""
-        position = self.index.position()
-        uuid = self.index.store_uuid
-        # Others may have appended (and projected) since we read the log: read it to its
-        # end *after* taking the position, so that an index ahead of the log really is.
-        # (Rebuilding unlinks index.db under every other process using it.)
-        self.log.catch_up()
-        if (uuid and uuid != str(self.log.store_uuid)) or (position and position.lsn - 1 > self.log.last_lsn):
-            self.rebuild_index()
-        else:
+    def _settle_driver(self, requested: str | None) -> None:
+        """A new store records its driver in ``<root>/driver`` under the writer lock, so
+        that of two first opens with different drivers only the first wins and the
+        second is refused (or, asking for none, uses the first's)."""
+        if not self.log.writer:
+            return
+        with self.log.locked():
+            marker = self.root / "driver"
+            try:
+                recorded = marker.read_text().strip() or None
+            except FileNotFoundError:
+                recorded = None
+            if recorded is None:
+                write_atomic(marker, self.driver_name.encode() + b"\n")
+            elif recorded != self.driver_name:
+                if requested and requested != recorded:
+                    raise errors.InvalidArgument(f"store {self.root} uses driver {recorded}, not {requested}")
+                self.driver_name, self._driver = recorded, None
+
+    def _adopt_index(self, expectation: Expectation) -> None:
+        """Use the read models if they follow this very log (caught up if behind),
+        else rebuild them (docs/integrity.md). A reader never writes ``index.db``: it
+        catches up or rebuilds a copy in memory."""
+        try:
+            marks = self.index.marks()
+            # a span the log did not confirm means the read models saw other bytes
+            follows = (expectation.index_is_ours and marks.position is not None and marks.last_record is not None
+                       and self.log.matches(Fingerprint(*marks.last_record), end=Position(*marks.position))
+                       and (expectation.span is None or self.log.span_verified))
+        except sqlite3.DatabaseError as exc:
+            if sqlite_problem(exc) != "damaged":
+                raise
+            follows = False
+            self._replace_damaged_index()
+        if follows and self.log.tail == Position(*marks.position) and self.log.span_verified:
+            self._foreign.clear()
+            return  # current, and checked
+        if self.index.readonly:
+            source = self.index
+            self.index = Index.in_memory(source if follows else None)
+            source.close()
+        if follows:
             self.index.catch_up(self.log)
+        else:
+            self.rebuild_index()
+        if not (self.log.span_verified and self.index.marks().span_start is not None):
+            self._reset_span()
         self._foreign.clear()  # projected just now
+
+    def _reset_span(self) -> None:
+        """Start the read models' span checksum at the newest checkpoint (or the log's
+        start) and compute it over what they have projected since."""
+        position = self.index.position()
+        start = self.log.check_start
+        if position is None:  # nothing projected yet: the span begins where the log does
+            if not self.index.readonly and start == self.log.tail:
+                self.index.set_span(start, 0)
+            return
+        crc = span_crc(self.log.log_dir, start[:2], position[:2])
+        if crc is not None and not self.index.readonly:
+            self.index.set_span(start, crc)
+
+    def _replace_damaged_index(self) -> str:
+        """Damaged read models: set aside (a reader: replaced in memory); where they went."""
+        if self.index.readonly or self.index.path is None:
+            self.index.close()
+            self.index = Index.in_memory()
+            return "memory"
+        path = self.index.path
+        self.index.close()
+        aside = Index.set_aside(path, "damaged")
+        self.index = Index(path)
+        return aside.name
+
+    def rebuild_in_memory(self) -> None:
+        """Read models built afresh in memory from the log (a reader that met damage)."""
+        self.index.close()
+        self.index = Index.in_memory()
+        self.index.catch_up(self.log)
 
     def rebuild_index(self) -> None:
         """Drop the read models and project the whole log again.
@@ -196,10 +317,21 @@ class LayerStore:
     @contextmanager
     def writing(self) -> Iterator["WriteSession"]:
         """Hold the writer lock, with the read models caught up with the log, and yield
-        the session through which events are appended."""
+        the session through which events are appended. Read models SQLite calls damaged
+        are set aside and rebuilt, and ``ReadModelDamaged`` says so (an event appended
+        before the damage was met stays: it is durable)."""
         with self.log.locked():
-            self._apply_foreign()
-            yield WriteSession(self)
+            try:
+                self._apply_foreign()
+                yield WriteSession(self)
+            except sqlite3.DatabaseError as exc:
+                if sqlite_problem(exc) != "damaged":
+                    raise
+                aside = self._replace_damaged_index()
+                self.rebuild_index()
+                raise errors.ReadModelDamaged(
+                    f"the read models were damaged ({exc}): set aside to {aside} and rebuilt from the log"
+                    + ("" if self.appended else "; nothing was changed")) from None
 
     def _apply_foreign(self) -> None:
         if self._index_behind:
@@ -220,27 +352,38 @@ class LayerStore:
             self._index_behind = True
             raise
 
-    def _append_checked(self, events: tuple[ev.Event, ...]) -> int:
-        state = self.index.state()
+    def _append_checked(self, state: IndexState, events: tuple[ev.Event, ...]) -> int:
         for event in events:  # each checked on the state the ones before it leave
             check(state, event)
             apply(state, 0, event)
         stamped = [stamp(e) for e in events]
-        lsns = self.log.append_many(stamped)
-        self._project([LogRecord(lsns[0], stamped, self.log.tail)])
+        record = self.log.append_record(stamped)
+        self.appended += len(stamped)
+        last_lsn = record.end.lsn - 1
+        try:
+            self._project([record])
+        except Exception as exc:
+            # The events are durable: the operation happened, whatever the read models
+            # say. They are caught up from the log before the next decision.
+            warn(f"the read models could not record LSN {last_lsn} ({exc}); the log has it, "
+                 f"and they catch up from it at the next operation")
+            return last_lsn
         if self._checkpoint_lsn is None:
             self._checkpoint_lsn = _newest_checkpoint_lsn(self.root)
-        if lsns[-1] - self._checkpoint_lsn >= self.checkpoint_interval:
+        if last_lsn - self._checkpoint_lsn >= self.checkpoint_interval:
             self._write_checkpoint()
-        return lsns[-1]
+        return last_lsn
 
     def _write_checkpoint(self) -> Path:
         from eventstore import checkpoint
 
         # an empty store has no projected position yet: its checkpoint is the empty state at LSN 0
         position = self.index.position() or self.log.tail
-        path = checkpoint.write(self.root, self.log.store_uuid, position, self.index.layers())
+        last = self.index.marks().last_record
+        path = checkpoint.write(self.root, self.log.store_uuid, position, Fingerprint(*last) if last else None,
+                                self.index.layers())
         self._checkpoint_lsn = position.lsn - 1
+        self.index.set_span(position, 0)  # the checked span starts at the newest checkpoint
         return path
 
     def checkpoint(self) -> Path:
@@ -420,6 +563,23 @@ class LayerStore:
         with self.writing() as w:
             w.append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
 
+    # --- damage -------------------------------------------------------------------------------
+
+    def unquarantine(self, ref: str, reason: str = "") -> str:
+        """Lift a layer's quarantine (the operator checked it); its id."""
+        with self.writing() as w:
+            rec = self.lookup(ref)
+            w.append(ev.QuarantineLifted(layer=rec.id, reason=reason))
+            return rec.id
+
+    def purge_lost_found(self, name: str) -> None:
+        """Delete a lost+found entry for good (never across a mount); recorded."""
+        from eventstore import lostfound
+
+        with self.writing() as w:
+            lostfound.purge(self.root, name)
+            w.append(ev.LostFoundPurged(name=name))
+
     # --- holds ----------------------------------------------------------------------------------
 
     def _holder(self, lease: str | None, holder: Holder | None) -> Holder:
@@ -459,7 +619,8 @@ class LayerStore:
         forced: then it is unmounted first) or the parent of another layer."""
         with self.writing() as w:
             rec = self.lookup(ref)
-            if rec.incomplete and not rec.deleting and not abandoned(rec) and rec.owner != self.process:
+            if rec.incomplete and not rec.deleting and rec.owner and process.is_alive(rec.owner) \
+                    and rec.owner != self.process:
                 raise errors.LayerIncomplete(f"layer {rec.id}: still being created by pid {rec.owner.pid}")
             if rec.mount_count and force:
                 if not rec.deleting:
@@ -491,12 +652,36 @@ class LayerStore:
                 w.append(ev.MountsReconciled(layer=rec.id, count=0, reason=stale))
                 rec = w.layer(rec.id)
             if rec.mount_count == 0:
-                path = str(self.driver.mount(rec.id, rec.mount_label))
+                path = str(self._mount_repairing(rec))
                 faults.point("store.mount.after-driver")
             else:
                 path = rec.mount_point
             w.append(ev.LayerMounted(layer=rec.id, mount_point=path, boot=process.boot_id()))
             return path
+
+    def _mount_repairing(self, rec: LayerRecord) -> Path:
+        """Mount; when the driver's metadata of the chain is damaged (a short link gone,
+        a lower file wrong), rebuild it from the parent chain in the log and mount again
+        (as iSulad's overlay driver repairs its lowers)."""
+        try:
+            return self.driver.mount(rec.id, rec.mount_label)
+        except errors.DriverError:
+            chain = [rec.id, *self.parents(rec.id)]
+            repaired = []
+            for i in reversed(range(len(chain))):  # the base first: a child's lower file names its parents
+                repaired += self.driver.repair_layer(chain[i], chain[i + 1:])
+            if not repaired:
+                raise
+            warn(f"layer {rec.id}: driver metadata rebuilt before mounting: {'; '.join(repaired)}")
+            return self.driver.mount(rec.id, rec.mount_label)
+
+    def parents(self, layer_id: str) -> list[str]:
+        """The layer's parents, nearest first."""
+        chain, rec = [], self.index.layer(layer_id)
+        while rec is not None and rec.parent:
+            chain.append(rec.parent)
+            rec = self.index.layer(rec.parent)
+        return chain
 
     def umount(self, ref: str, *, force: bool = False) -> int:
         """Unmount (``layer_store_umount``): counts down, unmounting for real at zero
@@ -521,19 +706,8 @@ class LayerStore:
         rec = self.usable(ref)
         if rec.has_tarsplit:
             return export_layer(self.driver.diff_path(rec.id), self.tarsplit_path(rec.id))
-        parents = []
-        parent = rec.parent
-        while parent:
-            parents.append(self.driver.diff_path(parent))
-            parent_rec = self.index.layer(parent)
-            parent = parent_rec.parent if parent_rec else None
+        parents = [self.driver.diff_path(p) for p in self.parents(rec.id)]
         return diff_changes(self.driver.diff_path(rec.id), parents, self.driver.whiteout_format)
-
-
-def abandoned(rec: LayerRecord) -> bool:
-    """True when ``rec`` is incomplete and nobody is working on it: its creator (or
-    deleter) is dead. A layer whose owner still runs is left alone."""
-    return rec.incomplete and not (rec.owner and process.is_alive(rec.owner))
 
 
 class WriteSession:
@@ -541,12 +715,15 @@ class WriteSession:
 
     def __init__(self, store: LayerStore):
         self.store = store
+        # the state as the read models had it when the session began, and every event
+        # appended since (whether or not its projection succeeded)
+        self.state = store.index.state()
 
     def append(self, *events: ev.Event) -> int:
         """Check ``events`` against the rules (each on the state the ones before it
         leave), append them as one durable record, project them; the last LSN."""
-        return self.store._append_checked(events)
+        return self.store._append_checked(self.state, events)
 
     def layer(self, layer_id: str) -> LayerRecord | None:
         """The layer's record as the events appended so far leave it (None: no such layer)."""
-        return self.store.index.layer(layer_id)
+        return self.state.get(layer_id)

@@ -6,7 +6,7 @@
 - every acknowledged result was the model's (``check_acknowledged``);
 - after recovery (``check_recovered``): the store equals one of those outcomes, no
   incomplete or quarantined layer, no orphan driver data or tar-split, no mount counted
-  that the kernel does not have, the read models equal the fold of the log, no
+  that the kernel does not have and none the kernel has that is not counted, the read models equal the fold of the log, no
   acknowledged event missing, and further opens change nothing.
 """
 
@@ -181,4 +181,5 @@ def _check_driver(store, root: Path, problems: list[str], notes: list[str]) -> N
         if rec.mount_count and not store.driver.is_mounted(rec.id):
             problems.append(f"layer {rec.id[:12]}: mount count {rec.mount_count}, not mounted in the kernel")
         elif not rec.mount_count and os.path.realpath(store.driver.mount_path(rec.id)) in mounted:
-            notes.append(f"layer {rec.id[:12]}: mounted in the kernel with mount count 0 (leaked mount)")
+            problems.append(f"layer {rec.id[:12]}: mounted in the kernel with mount count 0 (recovery must "
+                            f"unmount a mount nobody counted)")

@@ -42,8 +42,7 @@ def report(config, results: list[PointResult], out, seconds: float) -> None:
         _print_table("crash during recovery", recovery_table, out)
     everything = flatten(results)
     violations = [r for r in everything if r.outcome == "violation"]
-    notes = Counter(note.split(": ", 1)[-1] if "leaked mount" in note else note
-                    for r in everything for note in r.notes)
+    notes = Counter(note for r in everything for note in r.notes)
     for note, count in sorted(notes.items()):
         print(f"note: {note} ({count}x)", file=out)
     for r in violations[:MAX_REPORTED]:

@@ -2,9 +2,15 @@
 
 - the read models (layers with their query columns, names, every history row) against
   a fold of the whole log;
-- every complete layer's driver data (and tar-split) exists;
+- every complete layer's driver data (and tar-split) exists, and the driver's metadata
+  lets it mount (overlay: links, lower files, work and merged dirs);
+- no kernel mount of a layer that the log counts as unmounted;
 - with ``content``: every layer made from a tar regenerates it exactly (diff digest),
-  and a damaged layer is named with the first path whose bytes differ.
+  and a damaged layer is named with the first path whose bytes differ; no regular file
+  the import did not store has been added to it.
+
+``notes`` says what an operator should know that is not damage: quarantined layers,
+LSNs a repair marked lost, what lost+found holds.
 """
 
 from __future__ import annotations
@@ -37,19 +43,84 @@ def check(store, content: bool = False) -> list[str]:
         problems.append(f"names: read model has {len(names)}, the log says {len(state.names)} "
                         f"(differing: {sorted(set(names.items()) ^ set(state.names.items()))[:3]})")
     for rec in state.layers.values():
-        if rec.incomplete:
+        if rec.incomplete or rec.quarantined:
             continue
         if not store.driver.exists(rec.id):
             problems.append(f"layer {rec.id}: driver data missing")
             continue
+        problems.extend(store.driver.check_layer(rec.id, _parents(state, rec)))
         if rec.has_tarsplit and not store.tarsplit_path(rec.id).exists():
             problems.append(f"layer {rec.id}: tar-split missing")
             continue
         if content and rec.has_tarsplit:
-            problem = _check_content(store, rec)
-            if problem:
-                problems.append(problem)
+            problems.extend(filter(None, [_check_content(store, rec), _check_added_files(store, state, rec)]))
+    for layer_id in sorted(store.driver.mounted()):
+        rec = state.layers.get(layer_id)
+        if rec is None or not rec.mount_count:
+            problems.append(f"layer {layer_id}: mounted in the kernel, but the log counts no mount "
+                            f"(run 'layerstore recover')")
     return problems
+
+
+def notes(store) -> list[str]:
+    """What is not damage but an operator should know, one line each."""
+    from eventstore.lostfound import entries
+
+    found = [f"layer {rec.id}: quarantined: {rec.quarantined}" for rec in store.index.layers() if rec.quarantined]
+    lost = store.index.conn.execute("SELECT count(*), min(lsn) FROM history WHERE type = 'records-lost'").fetchone()
+    if lost[0]:
+        found.append(f"log: {lost[0]} records-lost marker(s) from a repair, the first at LSN {lost[1]} "
+                     f"('layerstore history --type records-lost')")
+    kept = entries(store.root)
+    if kept:
+        found.append(f"lost+found holds {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} "
+                     f"('layerstore lost+found')")
+    return found
+
+
+def _parents(state: State, rec) -> list[str]:
+    chain, parent = [], rec.parent
+    while parent:
+        chain.append(parent)
+        parent_rec = state.layers.get(parent)
+        parent = parent_rec.parent if parent_rec else None
+    return chain
+
+
+def _check_added_files(store, state: State, rec) -> str | None:
+    """A regular file in the layer's own data that no import in its chain stored (and
+    no hardlink of one): added behind the store's back."""
+    import os
+
+    from eventstore.archive import stored_files
+
+    top = store.driver.diff_path(rec.id)
+    # a copying driver's layer holds its parents' files too; an overlay layer only its own
+    chain = [rec.id] if store.driver.whiteout_format == "overlay" else [rec.id, *_parents(state, rec)]
+    known: set[tuple[int, int]] = set()
+    for layer_id in chain:
+        layer = state.layers.get(layer_id)
+        if layer is None or not layer.has_tarsplit:
+            return None  # a layer of the chain written otherwise: nothing to compare with
+        try:
+            paths = stored_files(store.tarsplit_path(layer_id))
+        except Exception:
+            return None  # reported by the content check
+        for path in paths:
+            try:
+                st = os.lstat(os.path.join(os.fsencode(top), path))
+            except OSError:
+                continue
+            known.add((st.st_dev, st.st_ino))
+    device = os.lstat(top).st_dev
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == device]
+        for name in sorted(filenames):
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in known:
+                added = os.path.relpath(os.path.join(dirpath, name), top)
+                return f"layer {rec.id}: file {added} was added to the layer's data (no import stored it)"
+    return None
 
 
 def _fold_comparing_history(store, problems: list[str]) -> State:

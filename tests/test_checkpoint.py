@@ -13,6 +13,7 @@ import pytest
 
 from eventstore import checkpoint
 from eventstore.log.format import crc32c
+from eventstore.errors import LostRecords
 from eventstore.opener import open_store
 from eventstore.store import LayerStore
 from replay.audit import state_at
@@ -56,7 +57,7 @@ def test_a_checkpoint_is_taken_every_interval_events(root: Path):
             for layer_id in ids.values():
                 if store.exists(layer_id):
                     store.hold(layer_id)
-            newest = checkpoint.newest(root, store.log.store_uuid)
+            newest = checkpoint.newest(root, store.log)
             assert newest is not None and store.log.last_lsn - newest.lsn < store.checkpoint_interval
             assert_checkpoint_is_the_fold(store, newest)
             taken.add(newest.lsn)
@@ -110,7 +111,7 @@ def test_a_checkpoint_killed_after_its_rename_is_whole_and_the_next_prunes(root:
     now = files(root)
     assert len(now) == len(before) + 1 and now[:-1] == before  # the old ones not yet pruned
     with open_store(root) as store:
-        newest = checkpoint.newest(root, store.log.store_uuid)
+        newest = checkpoint.newest(root, store.log)
         assert newest.path.endswith(now[-1]) and newest.lsn == store.log.last_lsn
         store.create()
         store.checkpoint()
@@ -215,8 +216,29 @@ def test_a_damaged_checkpoint_is_skipped_and_the_state_is_the_full_fold(tmp_path
         assert check(store) == []
 
 
-def test_a_checkpoint_beyond_the_end_of_the_log_is_skipped(tmp_path: Path, root: Path):
-    """A log restored from a backup, with the checkpoints of its later life still there."""
+def test_a_checkpoint_beyond_the_end_of_the_log_means_lost_records(tmp_path: Path, root: Path):
+    """A log restored from a backup, with the checkpoints of its later life still there:
+    the log lost acknowledged records. Refused (exit 4), never rebuilt from the shorter log."""
+    with open_store(root, "vfs") as store:
+        workload(store)
+    shutil.copytree(root / "log", tmp_path / "log-backup")
+    with open_store(root) as store:
+        workload(store)
+        store.checkpoint()
+        seen = store.log.last_lsn
+    shutil.rmtree(root / "log")
+    shutil.copytree(tmp_path / "log-backup", root / "log")
+    os.unlink(root / "index.db")
+
+    with pytest.raises(LostRecords) as caught:
+        LayerStore.open(root)
+    assert caught.value.last_lsn == seen
+    assert run_cli(root, "layers").returncode == 4
+
+
+def test_a_checkpoint_of_another_history_is_skipped(tmp_path: Path, root: Path):
+    """A log restored from a backup that then grew again: the checkpoint taken in the
+    lost history names a last record the log does not have."""
     with open_store(root, "vfs") as store:
         workload(store)
     shutil.copytree(root / "log", tmp_path / "log-backup")
@@ -226,9 +248,15 @@ def test_a_checkpoint_beyond_the_end_of_the_log_is_skipped(tmp_path: Path, root:
     shutil.rmtree(root / "log")
     shutil.copytree(tmp_path / "log-backup", root / "log")
     os.unlink(root / "index.db")
-
+    for path in (root / "checkpoints").iterdir():  # keep its LSN reachable: grow the restored log
+        lsn = int(path.stem)
+    shutil.move(str(root / "checkpoints"), str(tmp_path / "checkpoints"))
+    with open_store(root) as store:
+        while store.log.last_lsn < lsn:
+            store.create()
+    shutil.move(str(tmp_path / "checkpoints"), str(root / "checkpoints"))
     with LayerStore.open(root) as store:
         skipped: list[str] = []
         state = checkpoint.load_state(root, store.log, skipped)
         assert as_data(state) == as_data(fold_until(store, store.log.last_lsn))
-        assert len(skipped) == 1 and "beyond" in skipped[0]
+        assert any("another history" in s for s in skipped)

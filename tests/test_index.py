@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from eventstore import events as ev
+from eventstore.errors import LostRecords
 from eventstore.events import Holder
 from eventstore.index import Index
 from eventstore.log import EventLog
@@ -20,7 +21,7 @@ from eventstore.opener import open_store
 from eventstore.store import LayerStore
 
 from tests.store.support import (assert_read_models_equal_fold, dump_index_file, dump_tables, fold_log,
-                                 last_lsn_on_disk, unmount_everything_under)
+                                 last_lsn_on_disk, remove_index, unmount_everything_under)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +86,7 @@ def full_projection(root: Path, scratch: Path) -> dict:
     """The tables a projection from scratch makes, on a copy of the store."""
     copy = scratch / "fresh-projection"
     shutil.copytree(root, copy, symlinks=True)
-    Index.remove(index_path(copy))
+    remove_index(index_path(copy))
     with open_vfs(copy):
         pass
     return dump_index_file(index_path(copy))
@@ -155,7 +156,7 @@ def test_digest_queries_find_complete_layers_in_creation_order(tmp_path: Path):
 def test_dropping_the_index_rebuilds_it_identically(root: Path):
     before = dump_index_file(index_path(root))
     lsn = last_lsn_on_disk(root)
-    Index.remove(index_path(root))
+    remove_index(index_path(root))
     with open_vfs(root) as store:
         assert dump_tables(store.index.conn) == before
         assert_read_models_equal_fold(store.index, fold_log(root))
@@ -170,7 +171,7 @@ def test_rebuild_keeps_the_table_order_whatever_the_hash_seed(root: Path, tmp_pa
     for seed in ("1", "2"):
         copy = tmp_path / f"copy-{seed}"
         shutil.copytree(root, copy, symlinks=True)
-        Index.remove(index_path(copy))
+        remove_index(index_path(copy))
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
         code = f"from eventstore import open_store; open_store({str(copy)!r}, 'vfs').close()"
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
@@ -191,7 +192,7 @@ def test_an_index_stopped_part_way_resumes_to_the_same_result(root: Path, tmp_pa
     with EventLog.open(root, writer=False, create=False) as log:
         records = list(log.records())
         uuid = str(log.store_uuid)
-    Index.remove(index_path(root))
+    remove_index(index_path(root))
     partial = Index(index_path(root))
     cut = int(len(records) * fraction)
     # in two transactions, as a projection interrupted between commits would leave it
@@ -209,7 +210,7 @@ def test_records_applied_twice_are_applied_once(root: Path, tmp_path: Path):
     with EventLog.open(root, writer=False, create=False) as log:
         records = list(log.records())
         uuid = str(log.store_uuid)
-    Index.remove(index_path(root))
+    remove_index(index_path(root))
     index = Index(index_path(root))
     half = len(records) // 2
     index.apply(records[:half], uuid)
@@ -219,19 +220,23 @@ def test_records_applied_twice_are_applied_once(root: Path, tmp_path: Path):
     index.close()
 
 
-def test_an_index_ahead_of_the_log_is_rebuilt(root: Path, tmp_path: Path):
+def test_an_index_ahead_of_the_log_means_the_log_lost_records(root: Path, tmp_path: Path):
+    """The log goes back in time (its last records lost, or an old copy restored) while
+    the read models have seen more: refused as corruption, never rebuilt from the
+    shorter log (which would forget acknowledged layers), and nothing is changed."""
     saved_log = tmp_path / "saved-log"
     shutil.copytree(root / "log", saved_log)
     with open_vfs(root) as store:
         late = store.create(names=["from-the-future"])
         store.hold(late, lease="future")
-    # the log goes back in time (a restored backup); the index stays ahead
+        seen = store.log.last_lsn
     shutil.rmtree(root / "log")
     shutil.copytree(saved_log, root / "log")
-    with open_vfs(root) as store:
-        assert not store.exists("from-the-future")
-        assert_read_models_equal_fold(store.index, fold_log(root))
-        assert [r[0] for r in store.index.history()] == list(range(1, last_lsn_on_disk(root) + 1))
+    index_before = dump_index_file(index_path(root))
+    with pytest.raises(LostRecords) as caught:
+        open_vfs(root)
+    assert (caught.value.first_lsn, caught.value.last_lsn) == (last_lsn_on_disk(root) + 1, seen)
+    assert dump_index_file(index_path(root)) == index_before
 
 
 @pytest.mark.parametrize("other_rounds", [1, 2, 3, 5])
@@ -245,7 +250,7 @@ def test_an_index_from_another_store_is_rebuilt(root: Path, tmp_path: Path, othe
     expected = full_projection(root, tmp_path)
     lsn = last_lsn_on_disk(root)
     log_files = sorted(os.listdir(root / "log"))
-    Index.remove(index_path(root))
+    remove_index(index_path(root))
     shutil.copy(index_path(other), index_path(root))
     with open_vfs(root) as store:
         assert not store.exists("only-in-the-other-store")
@@ -265,7 +270,7 @@ def test_an_index_of_another_store_at_the_same_offset_is_rebuilt(tmp_path: Path)
     for root in (first, second):
         with open_vfs(root) as store:
             store.create(names=[root.name[:5]])  # "first" and "secon": same length
-    Index.remove(index_path(first))
+    remove_index(index_path(first))
     shutil.copy(index_path(second), index_path(first))
     with open_vfs(first) as store:
         assert store.exists("first") and not store.exists("secon")
@@ -281,7 +286,7 @@ def test_an_index_of_another_store_pointing_into_our_last_record_cuts_nothing(tm
             store.create("a" * 64)  # same record sizes in both logs up to here
             store.hold("a" * 64, lease=lease)
     lsn = last_lsn_on_disk(ours)
-    Index.remove(index_path(ours))
+    remove_index(index_path(ours))
     shutil.copy(index_path(theirs), index_path(ours))
     with open_vfs(ours) as store:
         assert store.lookup("a" * 64).holds == [Holder(lease="L" * 250)]
@@ -294,7 +299,7 @@ def test_a_damaged_index_file_is_rebuilt(root: Path, tmp_path: Path, damage: str
     expected = full_projection(root, tmp_path)
     path = index_path(root)
     data = path.read_bytes()
-    Index.remove(path)
+    remove_index(path)
     path.write_bytes({"garbage": b"not a database" * 512, "empty": b"", "truncated": data[:1536]}[damage])
     with open_vfs(root) as store:
         assert dump_tables(store.index.conn) == expected

@@ -146,3 +146,16 @@ def first_damaged_path(layer_dir: Path, tarsplit_path: Path) -> str | None:
     except CorruptStore:
         return str(tarsplit_path)
     return None
+
+
+def stored_files(tarsplit_path: Path) -> list[bytes]:
+    """The paths (relative to the layer's directory) of every regular file the import
+    stored, as its tar-split names them."""
+    fd = os.open(tarsplit_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        reader = TarSplitReader(fd)
+        return [r.path for r in reader.records() if isinstance(r, (FileRef, SparseRef))]
+    except TarSplitError as err:
+        raise CorruptStore(f"{tarsplit_path}: {err}") from None
+    finally:
+        os.close(fd)

@@ -130,6 +130,31 @@ class Driver(abc.ABC):
     def fs_info(self, layer_id: str) -> FsInfo:
         """Bytes and inodes of the layer's own data."""
 
+    # --- damage: what recovery and ``check`` ask of a driver (defaults: nothing to do) ----
+
+    def mounted(self) -> set[str]:
+        """The layers the kernel has mounted now (recovery unmounts the ones the log
+        says nobody mounted). Drivers without real mounts have none."""
+        return set()
+
+    def set_aside(self, layer_id: str, target: Path) -> None:
+        """Move every byte of a layer the log does not account for to ``target`` (a
+        path on the same filesystem), unmounting it first; never delete it. A driver
+        that cannot raises DriverError, and the data stays where it is."""
+        from eventstore.errors import DriverError
+
+        raise DriverError(f"layer {layer_id}: the {self.name} driver cannot move layer data aside")
+
+    def check_layer(self, layer_id: str, parents: list[str]) -> list[str]:
+        """What is wrong with the driver's metadata of a complete layer whose parents
+        (nearest first) are ``parents``: one line each, [] when it can be mounted."""
+        return []
+
+    def repair_layer(self, layer_id: str, parents: list[str]) -> list[str]:
+        """Rebuild what ``check_layer`` finds wrong and can be derived from the parent
+        chain (never layer data); what was done, one line each."""
+        return []
+
     def status(self) -> dict[str, str]:
         """Facts about the driver for ``layerstore info``."""
         return {"driver": self.name, "home": str(self.home)}

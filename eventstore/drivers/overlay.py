@@ -48,6 +48,7 @@ import msgspec
 from eventstore import faults
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
 from eventstore.errors import DriverError
+from eventstore.fsutil import write_atomic
 from eventstore.mounts import MNT_DETACH, mount_points, umount
 from eventstore.retry import on_ebusy
 
@@ -196,6 +197,85 @@ class OverlayDriver(Driver):
         except FileNotFoundError:
             pass
 
+    def set_aside(self, layer_id: str, target: Path) -> None:
+        layer = self._dir(layer_id)
+        if not layer.is_dir():
+            return
+        self.unmount(layer_id)
+        self._remove_short_link(layer_id, layer)
+        try:
+            os.rename(layer, target)
+        except OSError as err:
+            raise DriverError(f"layer {layer_id}: cannot move it aside to {target}: {err.strerror}") from err
+
+    # --- metadata that can be rebuilt from the log ------------------------------------
+
+    def check_layer(self, layer_id: str, parents: list[str]) -> list[str]:
+        layer = self._dir(layer_id)
+        if not layer.is_dir():
+            return [f"layer {layer_id}: driver data missing"]
+        problems = [f"layer {layer_id}: {name}/ missing" for name in self._dirs_of(parents) if not (layer / name).is_dir()]
+        short = self._short_name_or_none(layer)
+        if short is None:
+            problems.append(f"layer {layer_id}: link file missing or damaged")
+        elif self._link_target(short) != f"../{layer_id}/diff":
+            problems.append(f"layer {layer_id}: short link l/{short} missing or not pointing at its diff")
+        want = self._wanted_lower(parents)
+        if want is None:
+            problems.append(f"layer {layer_id}: a parent's link file is missing or damaged")
+        elif self._read_lower(layer) != want:
+            problems.append(f"layer {layer_id}: lower file does not name its parents' links")
+        return problems
+
+    def repair_layer(self, layer_id: str, parents: list[str]) -> list[str]:
+        """Directories, the short link and the lower file, rebuilt from the chain (the
+        layer's ``diff`` is data: never made up). Parents are repaired first by the
+        caller, so their links exist when a child's lower file names them."""
+        layer = self._dir(layer_id)
+        if not (layer / "diff").is_dir():
+            return []
+        done = []
+        for name in self._dirs_of(parents):
+            if not (layer / name).is_dir():
+                (layer / name).mkdir(mode=0o700 if name != "empty" else 0o755)
+                done.append(f"layer {layer_id}: made {name}/")
+        self.links_dir.mkdir(parents=True, exist_ok=True)
+        short = self._short_name_or_none(layer)
+        if short is None or self._link_target(short) not in (None, f"../{layer_id}/diff"):
+            self._make_short_link(layer_id, layer)  # a new name: the old one is gone or taken
+            done.append(f"layer {layer_id}: new short link l/{self._read_short_name(layer)}")
+        elif self._link_target(short) is None:
+            os.symlink(f"../{layer_id}/diff", self.links_dir / short)
+            done.append(f"layer {layer_id}: short link l/{short} made again")
+        want = self._wanted_lower(parents)
+        if want is not None and self._read_lower(layer) != want:
+            if want:
+                write_atomic(layer / "lower", ":".join(want).encode())
+            else:
+                (layer / "lower").unlink(missing_ok=True)
+            done.append(f"layer {layer_id}: lower file rewritten")
+        return done
+
+    @staticmethod
+    def _dirs_of(parents: list[str]) -> tuple[str, ...]:
+        return ("diff", "work", "merged") if parents else ("diff", "work", "merged", "empty")
+
+    def _short_name_or_none(self, layer: Path) -> str | None:
+        try:
+            return self._read_short_name(layer)
+        except (OSError, DriverError):
+            return None
+
+    def _link_target(self, short: str) -> str | None:
+        try:
+            return os.readlink(self.links_dir / short)
+        except OSError:
+            return None
+
+    def _wanted_lower(self, parents: list[str]) -> list[str] | None:
+        shorts = [self._short_name_or_none(self._dir(p)) for p in parents]
+        return None if None in shorts else [f"{LINKS_DIR}/{s}" for s in shorts]
+
     # --- what exists -----------------------------------------------------------------
 
     def exists(self, layer_id: str) -> bool:
@@ -309,6 +389,15 @@ class OverlayDriver(Driver):
 
     def is_mounted(self, layer_id: str) -> bool:
         return os.path.realpath(self.mount_path(layer_id)) in mount_points()
+
+    def mounted(self) -> set[str]:
+        home = os.path.realpath(self.home)
+        found = set()
+        for point in mount_points(home):
+            parts = os.path.relpath(point, home).split(os.sep)
+            if len(parts) == 2 and parts[1] == "merged" and is_valid_layer_id(parts[0]):
+                found.add(parts[0])
+        return found
 
     # --- paths and facts -------------------------------------------------------------
 

@@ -81,6 +81,17 @@ class VfsDriver(Driver):
         except OSError as err:
             raise DriverError(f"layer {layer_id}: cannot remove {err.filename}: {err.strerror}") from err
 
+    def set_aside(self, layer_id: str, target: Path) -> None:
+        try:
+            os.rename(self._dir(layer_id), target)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise DriverError(f"layer {layer_id}: cannot move it aside to {target}: {err.strerror}") from err
+
+    def check_layer(self, layer_id: str, parents: list[str]) -> list[str]:
+        return [] if self._dir(layer_id).is_dir() else [f"layer {layer_id}: driver data missing"]
+
     def exists(self, layer_id: str) -> bool:
         return self._dir(layer_id).is_dir()
 

@@ -4,7 +4,7 @@ The names below load on first use, so that ``eventstore.log.format`` can be impo
 (by the CLI's fast read path) without the event types and msgspec.
 """
 
-__all__ = ["EventLog", "LogRecord", "Position", "VerifyReport", "DEFAULT_SEGMENT_SIZE"]
+__all__ = ["EventLog", "Fingerprint", "LogRecord", "Position", "Span", "VerifyReport", "DEFAULT_SEGMENT_SIZE"]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import google_crc32c
 
 MAGIC = b"LAYRWAL\n"
+SEGMENT_SUFFIX = ".wal"
 FORMAT_VERSION = 1
 
 # segment header: magic, format version, event schema version, reserved, store uuid,
@@ -24,11 +25,28 @@ RECORD_HEADER_SIZE = RECORD.size  # 24
 ALIGN = 8
 
 TYPE_EVENTS = 1
-RECORD_TYPES = frozenset({TYPE_EVENTS})
+# A marker written by log repair in place of records that were damaged or missing: it
+# occupies their LSNs (``count`` of them) so the log is gap-free again and says so.
+TYPE_LOST = 2
+RECORD_TYPES = frozenset({TYPE_EVENTS, TYPE_LOST})
+LENGTH_PREFIX = struct.Struct("<I")
 
 # A record larger than this is refused on write and taken as damage on read: a corrupt
 # length word must not make the reader allocate gigabytes.
 MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+def segment_name(number: int) -> str:
+    """The file name of segment ``number``: 16 digits, ``.wal``."""
+    return f"{number:016d}{SEGMENT_SUFFIX}"
+
+
+def segment_number(name: str) -> int | None:
+    """The number a segment file name says, or None when ``name`` is not one."""
+    stem, dot, suffix = name.partition(".")
+    if dot and "." + suffix == SEGMENT_SUFFIX and len(stem) == 16 and stem.isdigit():
+        return int(stem)
+    return None
 
 
 class FormatError(ValueError):
@@ -142,3 +160,31 @@ def check_record(buf: bytes | memoryview, pos: int, end: int, salt: int,
     if expected_lsn is not None and rec.lsn != expected_lsn:
         raise FormatError(f"LSN {rec.lsn} where {expected_lsn} was expected")
     return rec
+
+
+def encode_lost_record(info: bytes, lsn: int, count: int, salt: int, size: int | None = None) -> bytes:
+    """A records-lost marker for LSNs ``lsn`` … ``lsn + count - 1``. Its payload is the
+    length of ``info`` and ``info`` (what repair knows of the loss), zero-filled.
+
+    With ``size`` (a multiple of 8, at least a record header) the marker is exactly that
+    long, to replace a damaged range in place; ``info`` is left out when it does not fit.
+    """
+    if size is None:
+        payload = LENGTH_PREFIX.pack(len(info)) + info
+        return encode_record(payload, lsn, count, salt, TYPE_LOST)
+    if size % ALIGN or size < RECORD_HEADER_SIZE:
+        raise ValueError(f"a records-lost marker cannot be {size} bytes long")
+    room = size - RECORD_HEADER_SIZE
+    if room >= LENGTH_PREFIX.size + len(info):
+        payload = LENGTH_PREFIX.pack(len(info)) + info
+    else:
+        payload = b""
+    return encode_record(payload + b"\0" * (room - len(payload)), lsn, count, salt, TYPE_LOST)
+
+
+def lost_record_info(payload: bytes) -> bytes:
+    """The ``info`` a records-lost marker carries (empty when it had no room for it)."""
+    if len(payload) < LENGTH_PREFIX.size:
+        return b""
+    (length,) = LENGTH_PREFIX.unpack_from(payload)
+    return bytes(payload[LENGTH_PREFIX.size:LENGTH_PREFIX.size + length])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid as uuidlib
 from pathlib import Path
@@ -11,28 +10,7 @@ from pathlib import Path
 from eventstore import faults
 from eventstore.events import SCHEMA_VERSION
 from eventstore.fsutil import fsync_dir
-from eventstore.log.format import FORMAT_VERSION, HEADER_SIZE, SegmentHeader, encode_header
-
-SEGMENT_RE = re.compile(r"^(\d{16})\.wal$")
-
-
-def segment_name(number: int) -> str:
-    return f"{number:016d}.wal"
-
-
-def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
-    """The segment files in ``log_dir``, by number (gaps are the reader's business)."""
-    found = []
-    try:
-        names = os.listdir(log_dir)
-    except FileNotFoundError:
-        return []
-    for name in names:
-        m = SEGMENT_RE.match(name)
-        if m:
-            found.append((int(m.group(1)), log_dir / name))
-    return sorted(found)
-
+from eventstore.log.format import FORMAT_VERSION, HEADER_SIZE, SegmentHeader, encode_header, segment_name
 
 def create_segment(log_dir: Path, store_uuid: uuidlib.UUID, number: int, first_lsn: int) -> SegmentHeader:
     """Write a new segment holding only its header, whole or not at all.

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from eventstore import faults
-from eventstore.errors import CorruptLog, LogClosed, StorageError
-from eventstore.events import Event, decode_batch, encode_batch
+from eventstore.errors import CorruptLog, LogClosed, LostRecords, StorageError
+from eventstore.events import Event, decode_batch, decode_lost, encode_batch
 from eventstore.fsutil import fsync_dir
-from eventstore.log.format import HEADER_SIZE, FormatError, SegmentHeader, encode_record
+from eventstore.log.format import (HEADER_SIZE, TYPE_LOST, FormatError, SegmentHeader, encode_record, lost_record_info,
+                                   segment_name)
 from eventstore.log.group_commit import GroupCommitter
-from eventstore.log.reader import Damage, RawRecord, read_from, read_header, scan
-from eventstore.log.segment import create_segment, cut_torn_tail, list_segments, remove_temp_files, segment_name
+from eventstore.log.reader import (ChainError, Damage, RawRecord, list_segments, read_chain, read_from, read_header,
+                                   record_header_at, scan, span_crc)
+from eventstore.log.segment import create_segment, cut_torn_tail, remove_temp_files
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 
@@ -40,12 +42,40 @@ class Position(NamedTuple):
     lsn: int
 
 
+class Fingerprint(NamedTuple):
+    """A record as something else saw it: where it starts, its first LSN, its CRC.
+    Read models and checkpoints keep the fingerprint of the last record they cover, so
+    that an open can tell whether they follow this very log."""
+
+    segment: int
+    offset: int
+    lsn: int
+    crc: int
+
+
+class Span(NamedTuple):
+    """Record bytes from ``start`` to ``end`` and their CRC32C: what the read models
+    projected since the newest checkpoint, checked at every open with one read."""
+
+    start: Position
+    end: Position
+    crc: int
+
+
 class LogRecord(NamedTuple):
-    """One record as read: the LSN of its first event, the events, where it ends."""
+    """One record as read: the LSN of its first event, the events, where it ends,
+    where it starts (in ``end.segment``), its CRC and its bytes."""
 
     lsn: int
     events: list[Event]
     end: Position
+    offset: int = 0
+    crc: int = 0
+    raw: bytes = b""
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.end.segment, self.offset, self.lsn, self.crc)
 
 
 class VerifyReport(NamedTuple):
@@ -54,6 +84,18 @@ class VerifyReport(NamedTuple):
     events: int
     last_lsn: int
     torn_tail: Damage | None
+    lost: int = 0  # LSNs that records-lost markers stand for
+
+
+def decode_record(raw: RawRecord, segment: int) -> LogRecord:
+    """The events of a checked record (a records-lost marker decodes to one event)."""
+    header = raw.header
+    if header.type == TYPE_LOST:
+        events = [decode_lost(lost_record_info(raw.payload), header.lsn, header.count)]
+    else:
+        events = decode_batch(raw.payload)
+    return LogRecord(header.lsn, events, Position(segment, raw.offset + header.size, header.lsn + header.count),
+                     raw.offset, header.crc, raw.raw)
 
 
 def corruption(segment: Path, offset: int, reason: str) -> CorruptLog:
@@ -84,16 +126,24 @@ class EventLog:
         self._thread_lock = threading.RLock()
         self._failed: BaseException | None = None
         self._closed = False
+        self._seen_lsn = 0
+        self.span_verified = False  # the open checked the read models' span with one CRC
+        self.check_start = Position(0, 0, 1)  # where the open's check of records began
         self._committer = GroupCommitter(self._append_group)
 
     # --- opening ---------------------------------------------------------------------
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, create: bool = True, writer: bool = True,
-             segment_size: int = DEFAULT_SEGMENT_SIZE, resume: Position | None = None,
-             listener: Listener | None = None) -> "EventLog":
-        """Open (or create) the log, check it from ``resume`` (default: the start) to
-        the end, repair a torn tail when ``writer``, raise ``CorruptLog`` on corruption."""
+             segment_size: int = DEFAULT_SEGMENT_SIZE, start: Position | None = None, span: Span | None = None,
+             seen_lsn: int = 0, listener: Listener | None = None) -> "EventLog":
+        """Open (or create) the log and check it (docs/integrity.md, "What an open checks"):
+        the chain of segment headers, then every record from ``start`` (the newest
+        checkpoint's position; default the beginning) to the end — or, when the bytes
+        of ``span`` still have its CRC, only the records after it. A torn tail is cut
+        when ``writer``; corruption raises ``CorruptLog``. ``seen_lsn``: the highest
+        LSN the read models or a checkpoint have seen; a log that no longer reaches it
+        has lost acknowledged records (``LostRecords``)."""
         faults.check_environment()
         log_dir = Path(root) / "log"
         if create and not log_dir.is_dir():
@@ -106,33 +156,76 @@ class EventLog:
             log._lock_fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             with log._locked_if_writer():
-                log._load(create, resume)
+                log._load(create, start, span, seen_lsn)
         except BaseException:
             log.close()
             raise
         return log
 
-    def _load(self, create: bool, resume: Position | None) -> None:
+    @staticmethod
+    @contextmanager
+    def exclusive(root: str | os.PathLike) -> Iterator[None]:
+        """Hold the writer lock of the log at ``root`` without opening it (a repair of a
+        log that cannot be opened must still keep writers out)."""
+        log_dir = Path(root) / "log"
+        fd = os.open(log_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _load(self, create: bool, start: Position | None, span: Span | None, seen_lsn: int) -> None:
         if self.writer:
             remove_temp_files(self.log_dir)
         segments = list_segments(self.log_dir)
+        if not segments and seen_lsn:
+            raise LostRecords(f"log: records lost: {self.log_dir} has no segments, but LSN {seen_lsn} was "
+                              f"acknowledged; see 'layerstore log repair'", 1, seen_lsn)
         if not segments:
             if not (create and self.writer):
                 raise StorageError(f"log at {self.log_dir} has no segments")
             create_segment(self.log_dir, uuidlib.uuid4(), 1, 1)
             segments = list_segments(self.log_dir)
         self._read_headers(segments)
-        start = self._start_position(resume)
-        self._tail = start
-        self._advance(deliver=False)
+        self.check_start = self._start_position(start)
+        self.span_verified = span is not None and self.span_holds(span)
+        self._tail = span.end if self.span_verified else self.check_start
+        self._seen_lsn = seen_lsn
+        try:
+            self._advance(deliver=False)
+        finally:
+            self._seen_lsn = 0
+        if self.last_lsn < seen_lsn:
+            raise LostRecords(f"log: records lost: the log ends at LSN {self.last_lsn}, but LSN {seen_lsn} was "
+                              f"acknowledged (the read models or a checkpoint have seen it); "
+                              f"see 'layerstore log repair'", self.last_lsn + 1, seen_lsn)
+
+    def span_holds(self, span: Span) -> bool:
+        """True when the record bytes of ``span`` still have its CRC."""
+        if span.start.segment not in self._headers or span.end.segment not in self._headers:
+            return False
+        if not HEADER_SIZE <= span.start.offset or (span.start.segment, span.start.offset) > span.end[:2]:
+            return False
+        return span_crc(self.log_dir, span.start[:2], span.end[:2]) == span.crc
+
+    def matches(self, fingerprint: Fingerprint, end: Position | None = None) -> bool:
+        """True when the record at ``fingerprint``'s place has its LSN and CRC (and,
+        given ``end``, ends there)."""
+        if fingerprint.segment not in self._headers or fingerprint.offset < HEADER_SIZE:
+            return False
+        header = record_header_at(self.log_dir / segment_name(fingerprint.segment), fingerprint.offset)
+        if header is None or (header.lsn, header.crc) != (fingerprint.lsn, fingerprint.crc):
+            return False
+        return end is None or end == Position(fingerprint.segment, fingerprint.offset + header.size,
+                                              header.lsn + header.count)
 
     def _read_headers(self, segments: list[tuple[int, Path]]) -> None:
-        expected_number = segments[0][0]
-        for number, path in segments:
-            if number != expected_number:
-                raise corruption(path, 0, f"segment {segment_name(expected_number)} is missing")
-            self._headers[number] = self._checked_header(path, number)
-            expected_number += 1
+        try:
+            self._headers = read_chain(self.log_dir)
+        except ChainError as exc:
+            raise corruption(exc.path, 0, str(exc)) from None
+        self.store_uuid = self._headers[min(self._headers)].store_uuid
 
     def _checked_header(self, path: Path, number: int) -> SegmentHeader:
         """The header of segment ``number``, checked: valid, numbered as its file name
@@ -149,13 +242,16 @@ class EventLog:
             raise corruption(path, 0, f"belongs to store {header.store_uuid}, not {self.store_uuid}")
         return header
 
-    def _start_position(self, resume: Position | None) -> Position:
-        if resume is not None and resume.segment in self._headers:
-            path = self.log_dir / segment_name(resume.segment)
-            # A resume point past the segment's end (the tail it named was cut as torn
-            # since) is not trusted: start from the beginning instead.
-            if HEADER_SIZE <= resume.offset <= path.stat().st_size:
-                return resume
+    def _start_position(self, start: Position | None) -> Position:
+        # a start past its segment's end (its bytes cut or lost since) is not trusted
+        if start is not None and start.segment in self._headers and \
+                HEADER_SIZE <= start.offset <= (self.log_dir / segment_name(start.segment)).stat().st_size:
+            return start
+        return self.first_position
+
+    @property
+    def first_position(self) -> Position:
+        """Where the first record of the log is (or goes)."""
         first = min(self._headers)
         return Position(first, HEADER_SIZE, self._headers[first].first_lsn)
 
@@ -175,12 +271,11 @@ class EventLog:
             records: list[RawRecord] | None = [] if deliver and self.listener else None
             last = (number + 1) not in self._headers and not (self.log_dir / segment_name(number + 1)).exists()
             buf = read_from(path, self._tail.offset)
-            end, next_lsn, damage = scan(path, buf, self._tail.offset, header.salt, self._tail.lsn, last, records)
+            end, next_lsn, damage = scan(path, buf, self._tail.offset, header.salt, self._tail.lsn, last, records,
+                                         self._seen_lsn)
             if records:
                 for raw in records:
-                    self.listener(LogRecord(  # type: ignore[misc]
-                        raw.header.lsn, decode_batch(raw.payload),
-                        Position(number, raw.offset + raw.header.size, raw.header.lsn + raw.header.count)))
+                    self.listener(decode_record(raw, number))  # type: ignore[misc]
             self._tail = Position(number, end, next_lsn)
             if damage is not None:
                 self._handle_damage(damage)
@@ -272,6 +367,16 @@ class EventLog:
         return list(range(first, first + len(events)))
 
     def _append_group(self, events: list[Event]) -> int:
+        return self._write_record(events).lsn
+
+    def append_record(self, events: Sequence[Event]) -> LogRecord:
+        """Append ``events`` as one record from inside ``locked()``; the record as it
+        was written, once durable (its caller projects it)."""
+        if not (self._lock_depth and self._lock_owner == threading.get_ident()):
+            raise StorageError("log: append_record needs the writer lock (use locked())")
+        return self._write_record(list(events))
+
+    def _write_record(self, events: list[Event]) -> LogRecord:
         self._check_usable()
         payload = encode_batch(events)
         with self._thread_lock, self._locked_if_writer():
@@ -292,7 +397,8 @@ class EventLog:
                 raise LogClosed(f"log: fdatasync failed ({exc.strerror}); reopen the store") from exc
             faults.point("log.append.after-fsync")
             self._tail = Position(number, offset + len(record), lsn + len(events))
-            return lsn
+            crc = int.from_bytes(record[:4], "little")
+            return LogRecord(lsn, events, self._tail, offset, crc, record)
 
     def _write_at(self, fd: int, record: bytes, offset: int) -> None:
         try:
@@ -335,7 +441,7 @@ class EventLog:
     def records(self, start: Position | None = None, until: Position | None = None) -> Iterator[LogRecord]:
         """Every record from ``start`` (default: the beginning) to the tail, decoded."""
         until = until or self._tail
-        pos = start if start is not None else self._start_position(None)
+        pos = start if start is not None else self.first_position
         while True:
             if pos.segment > until.segment:
                 return
@@ -352,8 +458,7 @@ class EventLog:
             if damage is not None:
                 raise corruption(path, damage.offset, damage.reason)
             for r in raw:
-                yield LogRecord(r.header.lsn, decode_batch(r.payload),
-                                Position(pos.segment, r.offset + r.header.size, r.header.lsn + r.header.count))
+                yield decode_record(r, pos.segment)
             if pos.segment == until.segment:
                 return
             pos = Position(pos.segment + 1, HEADER_SIZE, next_lsn)
@@ -371,11 +476,12 @@ class EventLog:
                 if record.lsn + i >= from_lsn:
                     yield record.lsn + i, event
 
-    def verify(self) -> VerifyReport:
+    def verify(self, seen_lsn: int = 0) -> VerifyReport:
         """Walk every segment and record, decoding each; raise CorruptLog at the first
-        damage that is not a torn tail. Changes nothing."""
+        damage that is not a torn tail (damage at or before ``seen_lsn`` never is).
+        Changes nothing."""
         segments = list_segments(self.log_dir)
-        records = events = 0
+        records = events = lost = 0
         lsn = self._headers[min(self._headers)].first_lsn if self._headers else 1
         torn = None
         for i, (number, path) in enumerate(segments):
@@ -384,18 +490,23 @@ class EventLog:
                 raise corruption(path, 0, f"first LSN {header.first_lsn}, expected {lsn}")
             raw: list[RawRecord] = []
             _, lsn, damage = scan(path, read_from(path, HEADER_SIZE), HEADER_SIZE, header.salt, lsn,
-                                  i == len(segments) - 1, raw)
+                                  i == len(segments) - 1, raw, seen_lsn)
             for r in raw:
                 try:
-                    events += len(decode_batch(r.payload))
+                    events += len(decode_record(r, number).events)
                 except Exception as exc:  # a valid CRC over an undecodable payload
                     raise corruption(path, r.offset, f"undecodable record: {exc}") from None
+                if r.header.type == TYPE_LOST:
+                    lost += r.header.count
             records += len(raw)
             if damage is not None:
                 if not damage.torn:
                     raise corruption(path, damage.offset, damage.reason)
                 torn = damage
-        return VerifyReport(len(segments), records, events, lsn - 1, torn)
+        if lsn - 1 < seen_lsn:
+            raise LostRecords(f"log: records lost: the log ends at LSN {lsn - 1}, but LSN {seen_lsn} was "
+                              f"acknowledged", lsn, seen_lsn)
+        return VerifyReport(len(segments), records, events, lsn - 1, torn, lost)
 
     # --- closing ---------------------------------------------------------------------------
 

@@ -218,8 +218,13 @@ def test_an_ambiguous_prefix_exits_2(root: Path):
     assert cli(root, "exists", "ab").returncode == 1
 
 
-def test_a_command_on_a_missing_store_exits_1(tmp_path: Path):
-    fails(tmp_path / "nothing-here", 1, "layers")
+def test_a_read_on_a_missing_store_finds_nothing_and_creates_nothing(tmp_path: Path):
+    missing = tmp_path / "nothing-here"
+    assert ok(missing, "layers") == ""
+    fails(missing, 1, "layer", "x")
+    fails(missing, 1, "history")
+    assert cli(missing, "exists", "x").returncode == 1
+    assert not missing.exists()
 
 
 # --- refused by a rule (exit 3) or invalid (exit 2): the store is unchanged ---------------------

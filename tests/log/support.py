@@ -13,7 +13,7 @@ from typing import NamedTuple
 from eventstore.events import Event, LayerCreated
 from eventstore.log import EventLog
 from eventstore.log.format import HEADER_SIZE, RECORD, RECORD_HEADER_SIZE, crc32c, decode_header
-from eventstore.log.segment import list_segments
+from eventstore.log.reader import list_segments
 
 # Byte offsets of the record header's fields (docs/log-format.md).
 RECORD_FIELDS = {

@@ -68,21 +68,22 @@ def test_records_carry_their_end_position_to_resume_from(root):
         assert records[-1].end == log.tail
 
 
-def test_reopening_from_a_resume_position_reads_only_what_follows(root):
+def test_reopening_from_a_start_position_checks_only_what_follows(root, disk):
     write_log(root, [layer(i) for i in range(1, 11)], segment_size=SMALL)
     with EventLog.open(root) as log:
-        resume = log.tail
+        start = log.tail
     write_log(root, [layer(i) for i in range(11, 21)], segment_size=SMALL)
-    with EventLog.open(root, resume=resume) as log:
+    disk.flip_bit(disk.segments()[0], HEADER_SIZE + 30, 0)  # before the start: not looked at
+    with EventLog.open(root, start=start) as log:
         assert log.last_lsn == 20
         assert log.append(layer(21)) == 21
 
 
-def test_resume_position_past_the_end_is_not_trusted(root):
+def test_a_start_position_past_the_end_is_not_trusted(root):
     write_log(root, [layer(i) for i in range(1, 11)])
     with EventLog.open(root) as log:
         beyond = Position(log.tail.segment, log.tail.offset + 4096, 99)
-    with EventLog.open(root, resume=beyond) as log:
+    with EventLog.open(root, start=beyond) as log:
         assert log.last_lsn == 10
 
 
@@ -101,7 +102,7 @@ def test_verify_counts_segments_records_and_events(root, disk, segment_size):
 
 def test_verify_of_an_empty_log(root):
     with EventLog.open(root) as log:
-        assert tuple(log.verify()) == (1, 0, 0, 0, None)
+        assert tuple(log.verify()) == (1, 0, 0, 0, None, 0)
         assert log.last_lsn == 0 and list(log.events()) == []
 
 

@@ -241,3 +241,18 @@ def as_data(state) -> dict:
         "children": {k: sorted(v) for k, v in state.children.items() if v},
         "lsn": state.lsn,
     }
+
+
+def in_lost_found(root: Path, name: str) -> Path | None:
+    """The lost+found entry that holds ``name`` (a layer id or a file name), if any."""
+    directory = root / "lost+found"
+    found = [p for p in directory.iterdir() if p.name.endswith(f"-{name}")] if directory.is_dir() else []
+    return found[0] if found else None
+
+
+def reboot(root: Path, monkeypatch, boot: str) -> None:
+    """What a reboot does to a store: a new boot id, and no mount survives."""
+    from eventstore.mounts import detach_all
+
+    detach_all(root)
+    monkeypatch.setenv("LAYERSTORE_BOOT_ID", boot)

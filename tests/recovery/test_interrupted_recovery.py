@@ -17,8 +17,10 @@ from .support import (
     crash_at,
     driver_dir,
     events_after,
+    in_lost_found,
     last_lsn_on_disk,
     new_id,
+    reboot,
     run_python,
     spawn_cli,
     spawn_python,
@@ -113,6 +115,7 @@ def test_orphan_sweep_killed_half_way_is_finished_by_the_next_open(made: Path, d
     with open_store(made):  # same boot as the killed run, which never finished its sweep
         pass
     assert not any(driver_dir(made, driver, o).exists() for o in orphans)
+    assert all(in_lost_found(made, o) for o in orphans)
     assert list((made / "tarsplit").iterdir()) == []
     assert_second_open_changes_nothing(made)
 
@@ -141,7 +144,7 @@ def test_everything_a_crash_can_leave_is_recovered_in_one_open(made: Path, drive
             child.kill()
             child.wait()
     orphan = make_orphans(made, driver)[0]
-    monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-two")
+    reboot(made, monkeypatch, "boot-two")
     before = last_lsn_on_disk(made)
 
     with open_store(made) as store:
@@ -154,11 +157,12 @@ def test_everything_a_crash_can_leave_is_recovered_in_one_open(made: Path, drive
             ("hold-released", held),
             ("layer-deleted", deleting),
             ("layer-marked-incomplete", incomplete), ("layer-deleted", incomplete),
-            ("orphan-removed", orphan), ("orphan-removed", events[-2].layer),
+            ("data-moved-aside", orphan), ("data-moved-aside", events[-2].layer),
             ("recovery-finished", None),
         ]
         assert events[-1].actions == 6  # and the two orphans
         assert check(store) == []
-    for gone in (incomplete, deleting, orphan):
+    for gone in (incomplete, deleting):
         assert traces_of(made, gone) == []
+    assert traces_of(made, orphan) == [] and in_lost_found(made, orphan)  # moved, not deleted
     assert_second_open_changes_nothing(made)

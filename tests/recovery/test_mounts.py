@@ -11,7 +11,8 @@ import pytest
 from eventstore.opener import open_store
 from replay.verify import check
 
-from .support import cli_ok, crash_at, events_after, last_lsn_on_disk, mounts_under, overlay_or_skip, summary
+from .support import (cli_ok, crash_at, events_after, last_lsn_on_disk, mounts_under, overlay_or_skip, reboot,
+                      summary)
 
 
 def reconciled(layer_id: str) -> list[tuple]:
@@ -55,7 +56,7 @@ def test_mounts_recorded_in_an_earlier_boot_are_reset(made: Path, driver: str, m
     monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-one")
     cli_ok(made, "mount", layer_id)
     cli_ok(made, "mount", layer_id)
-    monkeypatch.setenv("LAYERSTORE_BOOT_ID", "boot-two")
+    reboot(made, monkeypatch, "boot-two")
     before = last_lsn_on_disk(made)
 
     with open_store(made) as store:

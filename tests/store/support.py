@@ -34,6 +34,15 @@ def unmount_everything_under(root: Path) -> None:
 
 # --- read models and the log ----------------------------------------------------------------
 
+def remove_index(path: Path) -> None:
+    """Delete an index database and its WAL files (the store rebuilds it from the log)."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
 def dump_tables(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
     """Every row of the read-model tables, in the order SQLite stores them (no ORDER BY:
     a rebuild must produce the same rows in the same order, not just the same set)."""
