@@ -155,6 +155,18 @@ class Driver(abc.ABC):
         chain (never layer data); what was done, one line each."""
         return []
 
+    def staging_path(self, layer_id: str) -> Path:
+        """Where a staged copy of the layer's data is built (``applydiff``): on the
+        filesystem of ``diff_path`` (it is swapped in by a rename), never listed by
+        ``layers``. Drivers whose home lists every directory as a layer override it."""
+        return self.home / "staging" / checked_layer_id(layer_id)
+
+    def view_dirs(self, layer_id: str) -> list[Path]:
+        """For a driver that stacks layers (whiteout format "overlay"): the dirs a
+        read-only view of the layer stacks, top first. A copying driver's
+        ``diff_path`` is its whole view already."""
+        return [self.diff_path(layer_id)]
+
     def status(self) -> dict[str, str]:
         """Facts about the driver for ``layerstore info``."""
         return {"driver": self.name, "home": str(self.home)}
