@@ -19,7 +19,14 @@ import msgspec
 
 from eventstore import errors
 from eventstore import events as ev
-from eventstore.events import Holder
+from eventstore.events import Holder, IDMapping
+
+
+class DataItem(msgspec.Struct, frozen=True):
+    """One layer data item: the blob ``digest`` of ``size`` bytes (``eventstore.layerdata``)."""
+
+    digest: str
+    size: int
 
 
 class LayerRecord(msgspec.Struct, kw_only=True):
@@ -48,6 +55,10 @@ class LayerRecord(msgspec.Struct, kw_only=True):
     quarantined: str = ""
     created_lsn: int = 0
     updated_lsn: int = 0
+    uid_map: list[IDMapping] = []
+    gid_map: list[IDMapping] = []
+    applying: Holder | None = None  # the process applying a diff (``eventstore.applydiff``)
+    data: dict[str, DataItem] = {}  # layer data items by key
 
     @property
     def hold_refs(self) -> int:
@@ -138,7 +149,7 @@ def check(state: State, event: ev.Event) -> None:
             if state.get(layer_id) is not None:
                 raise errors.LayerExists(f"layer {layer_id}: already exists")
             if parent is not None:
-                _usable(state, parent)
+                _not_applying(_usable(state, parent))
             _check_names(state, layer_id, names)
         case ev.LayerCompleted(layer=layer_id):
             rec = _existing(state, layer_id)
@@ -155,16 +166,16 @@ def check(state: State, event: ev.Event) -> None:
                 raise errors.NotHeld(f"layer {layer_id}: no hold by {holder.describe()} to release "
                                      f"(hold refs {rec.hold_refs})")
         case ev.LayerMounted(layer=layer_id):
-            _usable(state, layer_id)
+            _not_applying(_usable(state, layer_id))
         case ev.LayerUnmounted(layer=layer_id):
             if _existing(state, layer_id).mount_count == 0:
                 raise errors.NotMounted(f"layer {layer_id}: not mounted")
         case ev.LayerMarkedIncomplete(layer=layer_id):
-            rec = _existing(state, layer_id)
+            rec = _not_applying(_existing(state, layer_id))
             if rec.holds:
                 raise errors.LayerInUse(f"layer {layer_id}: held ({rec.hold_refs} hold refs)")
             if rec.mount_count:
-                raise errors.LayerInUse(f"layer {layer_id}: mounted ({rec.mount_count}); use force")
+                raise errors.LayerInUse(f"layer {layer_id}: mounted ({rec.mount_count}); use --force to unmount it first")
             if state.has_children(layer_id):
                 raise errors.LayerInUse(f"layer {layer_id}: is the parent of another layer")
         case ev.LayerDeleted(layer=layer_id):
@@ -178,8 +189,34 @@ def check(state: State, event: ev.Event) -> None:
         case ev.QuarantineLifted(layer=layer_id):
             if not _existing(state, layer_id).quarantined:
                 raise errors.RuleViolation(f"layer {layer_id}: not quarantined")
+        case ev.DiffApplyStarted(layer=layer_id):
+            _check_apply(state, _not_applying(_usable(state, layer_id)))
+        case ev.DiffApplied(layer=layer_id) | ev.DiffApplyAbandoned(layer=layer_id):
+            if _existing(state, layer_id).applying is None:
+                raise errors.RuleViolation(f"layer {layer_id}: no diff is being applied")
+        case ev.LayerDataSet(layer=layer_id) | ev.LayerDataRemoved(layer=layer_id):
+            _usable(state, layer_id)
         case _:
             pass
+
+
+def _not_applying(rec: LayerRecord) -> LayerRecord:
+    if rec.applying is not None:
+        raise errors.LayerInUse(f"layer {rec.id}: a diff is being applied to it (pid {rec.applying.pid})")
+    return rec
+
+
+def _check_apply(state: State, rec: LayerRecord) -> None:
+    """A diff is applied only to a writable layer nothing is built on or mounted from:
+    its children were made from its content, and overlay's upper dir must not change
+    under a live mount."""
+    if not rec.writable:
+        raise errors.RuleViolation(f"layer {rec.id}: read-only; a diff applies to a writable layer "
+                                   f"(create it with --writable)")
+    if rec.mount_count:
+        raise errors.LayerInUse(f"layer {rec.id}: mounted ({rec.mount_count}); unmount it first")
+    if state.has_children(rec.id):
+        raise errors.LayerInUse(f"layer {rec.id}: is the parent of another layer")
 
 
 # --- the fold -----------------------------------------------------------------------------
@@ -192,6 +229,7 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
                 id=event.layer, parent=event.parent, names=list(event.names), created=event.time,
                 writable=event.writable, driver=event.driver, owner=event.owner,
                 mount_label=event.mount_label, created_lsn=lsn, updated_lsn=lsn,
+                uid_map=list(event.uid_map), gid_map=list(event.gid_map),
             )
             state.put(rec)
             return
@@ -256,6 +294,24 @@ def _update(rec: LayerRecord, event: ev.Event) -> None:
             rec.quarantined = event.reason or "quarantined"
         case ev.QuarantineLifted():
             rec.quarantined = ""
+        case ev.DiffApplyStarted():
+            rec.applying = event.owner or Holder()
+        case ev.DiffApplied():
+            rec.applying = None
+            # the record describes a tar only when the layer is exactly that tar
+            # (applied to an empty layer); else its diff is what changed, measured
+            rec.has_tarsplit = event.has_tarsplit
+            rec.compressed_digest = event.compressed_digest if event.has_tarsplit else ""
+            rec.compressed_size = event.compressed_size if event.has_tarsplit else -1
+            rec.diff_digest = event.diff_digest if event.has_tarsplit else ""
+            rec.diff_size = event.diff_size if event.has_tarsplit else -1
+            rec.compression = event.compression if event.has_tarsplit else ""
+        case ev.DiffApplyAbandoned():
+            rec.applying = None
+        case ev.LayerDataSet():
+            rec.data = {**rec.data, event.key: DataItem(event.digest, event.size)}
+        case ev.LayerDataRemoved():
+            rec.data = {k: v for k, v in rec.data.items() if k != event.key}
 
 
 def _quarantine_after_loss(state: State, lsn: int, event: ev.RecordsLost) -> None:

@@ -64,7 +64,10 @@ def member_path(name: bytes, what: str = "name") -> list[bytes]:
 class Extractor:
     """Applies the entries of one tar to ``root_fd`` ("overlay" or "delete" whiteouts)."""
 
-    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter):
+    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter, owners=None):
+        # owners: an ``eventstore.idmap.Owners`` for an ID-mapped layer (the tar's ids
+        # are written as the host ids they map to), or None
+        self._owners = owners
         self._overlay = whiteout_format == "overlay"
         self._split = split
         self._root_fd = root_fd
@@ -256,7 +259,7 @@ class Extractor:
             def make() -> None:
                 os.mknod(victim, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
             self._create(parent_fd, victim, real, make)
-            os.chown(victim, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+            os.chown(victim, *self._ids(entry), dir_fd=parent_fd, follow_symlinks=False)
             _set_times(parent_fd, victim, _atime(entry), entry.mtime_ns)
         else:
             try:
@@ -349,10 +352,16 @@ class Extractor:
 
     # --- metadata -------------------------------------------------------------------
 
+    def _ids(self, entry: Entry) -> tuple[int, int]:
+        """The owner the entry's file gets: the tar's, or what the layer maps it to."""
+        if self._owners is None:
+            return entry.uid, entry.gid
+        return self._owners.host(entry.uid, entry.gid, f"entry {_show(entry.name)!r}")
+
     def _metadata_fd(self, entry: Entry, fd: int) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears
         security.capability)."""
-        os.fchown(fd, entry.uid, entry.gid)
+        os.fchown(fd, *self._ids(entry))
         os.fchmod(fd, entry.mode & 0o7777)
         for name, value in entry.xattrs:
             _check_xattr(name)
@@ -361,7 +370,7 @@ class Extractor:
     def _metadata_at(self, entry: Entry, parent_fd: int, base: bytes, chmod: bool,
                      mode: int = 0) -> None:
         """The same for entries that must not be opened (symlinks, devices, fifos)."""
-        os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        os.chown(base, *self._ids(entry), dir_fd=parent_fd, follow_symlinks=False)
         if chmod:  # a node this entry just made, not a symlink
             os.chmod(base, mode, dir_fd=parent_fd)
         if entry.xattrs:

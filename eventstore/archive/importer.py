@@ -39,14 +39,15 @@ class ImportResult(msgspec.Struct, frozen=True):
 
 def import_layer(stream: BinaryIO, target: Path, tarsplit_path: Path, *,
                  whiteout_format: str, max_size: int = DEFAULT_MAX_SIZE,
-                 progress: Callable[[int], None] | None = None) -> ImportResult:
+                 progress: Callable[[int], None] | None = None, owners=None) -> ImportResult:
     """Read ``stream`` once: extract it into ``target``, write the tar-split to
     ``tarsplit_path``, and return the digests and sizes.
 
     Raises ContentRejected for a malformed, hostile or oversized stream (nothing is
     ever written outside ``target`` and ``tarsplit_path``; a partial tar-split is
     removed, the partial tree is the caller's to remove). The extracted tree is not
-    synced (the store does that); the tar-split is.
+    synced (the store does that); the tar-split is. ``owners`` (an
+    ``eventstore.idmap.Owners``) shifts the tar's ids for an ID-mapped layer.
     """
     _check_arguments(stream, target, tarsplit_path, whiteout_format, max_size)
     root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -58,7 +59,7 @@ def import_layer(stream: BinaryIO, target: Path, tarsplit_path: Path, *,
         raise InvalidArgument(f"tar-split path {tarsplit_path} exists already") from None
     done = False
     try:
-        result = _run(stream, root_fd, split_fd, whiteout_format, max_size, progress)
+        result = _run(stream, root_fd, split_fd, whiteout_format, max_size, progress, owners)
         fsync_dir(Path(tarsplit_path).parent)
         done = True
         return result
@@ -87,9 +88,9 @@ def _check_arguments(stream, target, tarsplit_path, whiteout_format, max_size) -
 
 
 def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: int,
-         progress) -> ImportResult:
+         progress, owners=None) -> ImportResult:
     split = TarSplitWriter(split_fd)
-    extractor = Extractor(root_fd, whiteout_format, split)
+    extractor = Extractor(root_fd, whiteout_format, split, owners or None)
     entry: Entry | None = None
     source = None
     try:
