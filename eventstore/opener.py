@@ -16,10 +16,12 @@ from eventstore.store import LayerStore
 
 def open_store(root: str | os.PathLike, driver: str | None = None, *, readonly: bool = False,
                recover: bool = True, owner: Holder | None = None,
-               segment_size: int = DEFAULT_SEGMENT_SIZE) -> LayerStore:
+               segment_size: int = DEFAULT_SEGMENT_SIZE, driver_options: dict | None = None) -> LayerStore:
     """Open (creating if needed) the store at ``root``, and unless ``readonly`` or
-    ``recover=False``, recover what a crash left behind (DESIGN §4)."""
-    store = LayerStore.open(root, driver, readonly=readonly, owner=owner, segment_size=segment_size)
+    ``recover=False``, recover what a crash left behind (DESIGN §4). ``driver_options``:
+    keyword arguments of the driver (overlay: ``mountopt``, ``unmount_timeout``)."""
+    store = LayerStore.open(root, driver, readonly=readonly, owner=owner, segment_size=segment_size,
+                            driver_options=driver_options)
     if recover and not readonly:
         try:
             recover_store(store)

@@ -33,6 +33,7 @@ from eventstore.log.reader import span_crc
 from eventstore.provenance import Expectation, expect
 from eventstore.query import sqlite_problem
 from eventstore.names import check_digest, check_id, check_name
+from eventstore.operations import LayerOperations
 from eventstore.state import LayerRecord, apply, check, require_usable
 
 
@@ -109,16 +110,18 @@ def _other_history(root: Path, index: Index, expectation: Expectation) -> bool:
     return row != (event.time, event.type_name, getattr(event, "layer", None))
 
 
-class LayerStore:
+class LayerStore(LayerOperations):
     """An open store root. ``LayerStore.open(root)`` is the seed's ``layer_store_init``;
-    ``close`` is ``layer_store_exit``."""
+    ``close`` is ``layer_store_exit``. The operations containers-storage has beyond the
+    seed's (names, changes, applydiff, layer data, status) come from ``LayerOperations``."""
 
     def __init__(self, root: Path, log: EventLog, index: Index, driver_name: str, owner: Holder,
-                 check_driver: bool = True):
+                 check_driver: bool = True, driver_options: dict | None = None):
         self.root = root
         self.log = log
         self.index = index
         self.driver_name = driver_name
+        self.driver_options = dict(driver_options or {})  # keyword arguments of the driver
         self._driver: Driver | None = None
         self._check_driver = check_driver
         self.owner = owner  # who holds taken through this handle belong to
@@ -133,17 +136,20 @@ class LayerStore:
     def driver(self) -> Driver:
         """The storage driver, opened on first use (most reads never need it)."""
         if self._driver is None:
-            self._driver = open_driver(self.driver_name, self.root, check=self._check_driver)
+            self._driver = open_driver(self.driver_name, self.root, check=self._check_driver,
+                                       options=self.driver_options)
         return self._driver
 
     # --- opening and closing -----------------------------------------------------------
 
     @classmethod
     def open(cls, root: str | os.PathLike, driver: str | None = None, *, readonly: bool = False,
-             owner: Holder | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> "LayerStore":
+             owner: Holder | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
+             driver_options: dict | None = None) -> "LayerStore":
         """Open (creating if needed) the store at ``root``: take the log and bring the
         read models up to date. It does not recover: ``eventstore.open_store`` (the
-        seed's ``layer_store_init``) opens and recovers."""
+        seed's ``layer_store_init``) opens and recovers. ``driver_options``: keyword
+        arguments of the driver (overlay: ``mountopt``, ``unmount_timeout``)."""
         faults.check_environment()
         root = Path(root)
         if readonly and not (root / "log").is_dir():
@@ -166,7 +172,8 @@ class LayerStore:
                     raise
                 expectation = expectation.without_index()
                 log = _open_log(root, readonly, segment_size, expectation)
-            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=False)
+            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=False,
+                        driver_options=driver_options)
             log.listener = store._foreign.append
             store._adopt_index(expectation)
             store._settle_driver(requested=driver)
@@ -450,13 +457,18 @@ class LayerStore:
         return self.root / "tarsplit"
 
     def remove_data(self, layer_id: str) -> None:
-        """Remove every byte of a layer (driver data, tar-split); missing is fine.
-        Callers record why first: an intent or a delete in the log."""
+        """Remove every byte of a layer (driver data, tar-split, layer data, what an
+        interrupted diff apply left); missing is fine. Callers record why first: an
+        intent or a delete in the log."""
+        from eventstore import applydiff, layerdata
+
         self.driver.remove(layer_id)
         try:
             os.unlink(self.tarsplit_path(layer_id))
         except FileNotFoundError:
             pass
+        layerdata.remove_all(self.root, layer_id)
+        applydiff.discard(self, layer_id)
 
     # --- create ------------------------------------------------------------------------------
 
@@ -464,13 +476,16 @@ class LayerStore:
                writable: bool = False, content: BinaryIO | None = None,
                compressed_digest: str | None = None, diff_digest: str | None = None,
                mount_label: str = "", max_size: int | None = None,
-               progress: Callable[[int], None] | None = None, hold: Holder | None = None) -> str:
+               progress: Callable[[int], None] | None = None, hold: Holder | None = None,
+               uid_map: list[ev.IDMapping] = (), gid_map: list[ev.IDMapping] = ()) -> str:
         """Create a layer (optionally filled from a tar stream); its id.
 
         An id that exists already with the same parent gets a hold and is returned (the
         seed's rule); with another parent it is ``LayerExists``. The hold is the
         handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
         same event batch that completes it (no delete can come between).
+        ``uid_map``/``gid_map`` make an ID-mapped layer (``eventstore.idmap``): its
+        files are owned by the host ids the content's ids map to.
         """
         if layer_id is not None:
             check_id(layer_id)
@@ -479,20 +494,28 @@ class LayerStore:
             check_digest(compressed_digest)
         if diff_digest:
             check_digest(diff_digest)
+        from eventstore.idmap import Owners, check
+
+        owners = Owners(uid_map, gid_map)
+        check(owners.uid_map, "uidmap")
+        check(owners.gid_map, "gidmap")
         with self.writing() as w:
-            parent_id = self.usable(parent).id if parent else None
+            parent_rec = self.usable(parent) if parent else None
+            parent_id = parent_rec.id if parent_rec else None
             if layer_id is not None:
                 existing = self.index.layer(layer_id)
                 if existing is not None:
                     return self._create_existing(w, existing, parent_id, hold or self.owner)
             else:
                 layer_id = self._new_id()
+            self._check_mapping(owners, parent_rec)
             w.append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
-                                     driver=self.driver_name, owner=self.process, mount_label=mount_label))
+                                     driver=self.driver_name, owner=self.process, mount_label=mount_label,
+                                     uid_map=owners.uid_map, gid_map=owners.gid_map))
         faults.point("store.create.after-intent")
         try:
-            result = self._fill(layer_id, parent_id, writable, content, compressed_digest, diff_digest,
-                                max_size, progress)
+            result = self._fill(layer_id, parent_rec, writable, content, compressed_digest, diff_digest,
+                                max_size, progress, owners)
         except BaseException as exc:
             self._undo_create(layer_id, exc)
             raise
@@ -515,11 +538,31 @@ class LayerStore:
             if self.index.layer(layer_id) is None:
                 return layer_id
 
-    def _fill(self, layer_id: str, parent_id: str | None, writable: bool, content: BinaryIO | None,
+    def _check_mapping(self, owners, parent_rec: LayerRecord | None) -> None:
+        """A stacking driver shows a parent's files as they are on disk: its child must
+        map ids as the parent does (a copying driver re-owns its copy instead)."""
+        if parent_rec is None or self.driver.whiteout_format != "overlay":
+            return
+        if (owners.uid_map, owners.gid_map) != (list(parent_rec.uid_map), list(parent_rec.gid_map)):
+            from eventstore.idmap import describe
+
+            raise errors.InvalidArgument(
+                f"on {self.driver_name}, a layer maps ids as its parent does: parent {parent_rec.id} has "
+                f"--uidmap '{describe(parent_rec.uid_map)}' --gidmap '{describe(parent_rec.gid_map)}'")
+
+    def _fill(self, layer_id: str, parent_rec: LayerRecord | None, writable: bool, content: BinaryIO | None,
               compressed_digest: str | None, diff_digest: str | None, max_size: int | None,
-              progress: Callable[[int], None] | None) -> dict:
-        self.driver.create(layer_id, parent_id, writable)
+              progress: Callable[[int], None] | None, owners) -> dict:
+        from eventstore.idmap import Owners, chown_root, shift_tree
+
+        self.driver.create(layer_id, parent_rec.id if parent_rec else None, writable)
         faults.point("store.create.after-driver")
+        if parent_rec is None:
+            chown_root(self.driver.diff_path(layer_id), owners)
+        elif self.driver.whiteout_format != "overlay":
+            parent_owners = Owners(parent_rec.uid_map, parent_rec.gid_map)
+            if (parent_owners.uid_map, parent_owners.gid_map) != (owners.uid_map, owners.gid_map):
+                shift_tree(self.driver.diff_path(layer_id), parent_owners, owners)
         result: dict = {}
         if content is not None:
             from eventstore.archive import DEFAULT_MAX_SIZE, import_layer
@@ -530,7 +573,8 @@ class LayerStore:
                 fsync_dir(self.root)
             imported = import_layer(content, self.driver.diff_path(layer_id), tarsplit,
                                     whiteout_format=self.driver.whiteout_format,
-                                    max_size=max_size or DEFAULT_MAX_SIZE, progress=progress)
+                                    max_size=max_size or DEFAULT_MAX_SIZE, progress=progress,
+                                    owners=owners or None)
             faults.point("store.create.after-import")
             for given, got, what in [(diff_digest, imported.diff_digest, "diff"),
                                      (compressed_digest, imported.compressed_digest, "compressed")]:
@@ -698,16 +742,30 @@ class LayerStore:
 
     # --- content out ----------------------------------------------------------------------------
 
-    def diff(self, ref: str) -> Iterator[bytes]:
+    def diff(self, ref: str, against: str | None = None) -> Iterator[bytes]:
         """The layer's changes as an uncompressed tar: byte for byte the tar it was
-        created from, or (made otherwise) a tar of its changes against its parent."""
+        created from, or (made otherwise) a tar of its changes against its parent — or
+        against the layer ``against``."""
         from eventstore.archive import diff_changes, export_layer
 
         rec = self.usable(ref)
+        if against is not None and self.lookup(against).id != rec.parent:
+            return self.diff_against(rec.id, against)
+        if not rec.has_tarsplit and (rec.uid_map or rec.gid_map):
+            return self.diff_against(rec.id, rec.parent) if rec.parent else self._diff_of_base(rec)
         if rec.has_tarsplit:
             return export_layer(self.driver.diff_path(rec.id), self.tarsplit_path(rec.id))
         parents = [self.driver.diff_path(p) for p in self.parents(rec.id)]
         return diff_changes(self.driver.diff_path(rec.id), parents, self.driver.whiteout_format)
+
+
+    def _diff_of_base(self, rec: LayerRecord) -> Iterator[bytes]:
+        """A tar of every file of a base layer without a tar-split, owners mapped back."""
+        from eventstore.archive.changetar import export_changes
+        from eventstore.idmap import Owners
+
+        changes = self.changes(rec.id)
+        return export_changes(self.driver.diff_path(rec.id), changes, Owners(rec.uid_map, rec.gid_map))
 
 
 class WriteSession:
