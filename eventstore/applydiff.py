@@ -91,13 +91,41 @@ def _stage(store, rec, content: BinaryIO, max_size: int | None, progress) -> tup
     split_path.parent.mkdir(parents=True, exist_ok=True)
     imported = import_layer(content, staging, split_path, whiteout_format=driver.whiteout_format,
                             max_size=max_size or DEFAULT_MAX_SIZE, progress=progress,
-                            owners=Owners(rec.uid_map, rec.gid_map) or None)
+                            owners=Owners(rec.uid_map, rec.gid_map) or None, onto_content=not fresh)
+    if driver.whiteout_format == "overlay" and not fresh:
+        _drop_idle_whiteouts(store, rec, staging)
     sync_tree(staging)
     faults.point("applydiff.after-stage")
     result = dict(compressed_digest=imported.compressed_digest, compressed_size=imported.compressed_size,
                   diff_digest=imported.diff_digest, diff_size=imported.diff_size,
                   compression=imported.compression)
     return result, fresh
+
+
+def _drop_idle_whiteouts(store, rec, staging: Path) -> None:
+    """Whiteouts the tar wrote over the layer's own files that hide nothing below:
+    removed. Overlay hides a whiteout only in a directory the lower layers have; in one
+    of the layer's own it would show as a name that cannot be opened."""
+    import stat
+
+    from eventstore.views import layer_view
+
+    whiteouts = []
+    for dirpath, _, filenames in os.walk(staging):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                whiteouts.append(os.path.relpath(os.path.join(dirpath, name), staging))
+    if not whiteouts:
+        return
+    if rec.parent is None:
+        hidden = set()
+    else:
+        with layer_view(store.driver, rec.parent) as below:
+            hidden = {w for w in whiteouts if os.path.lexists(os.path.join(below, w))}
+    for relative in whiteouts:
+        if relative not in hidden:
+            os.unlink(staging / relative)
 
 
 def own_content(store, rec) -> bool:

@@ -123,10 +123,16 @@ def shift_tree(path: Path, old: Owners, new: Owners) -> int:
     Symlinks are re-owned themselves, never followed; modes are put back (chown clears
     set-id bits). The number of entries changed."""
     changed = 0
+    hardlinked: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(path):
-        for name in [None, *dirnames, *filenames]:
+        # each entry once: the top here, every other one in its parent's listing
+        for name in ([None] if dirpath == os.fspath(path) else []) + dirnames + filenames:
             full = dirpath if name is None else os.path.join(dirpath, name)
             st = os.lstat(full)
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in hardlinked:
+                    continue  # re-owned through its first name already
+                hardlinked.add((st.st_dev, st.st_ino))
             uid, gid = new.host(*old.container(st.st_uid, st.st_gid), where=os.path.relpath(full, path))
             if (uid, gid) == (st.st_uid, st.st_gid):
                 continue

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from eventstore import errors
 from eventstore import events as ev
 from eventstore.names import check_name
 
@@ -96,10 +95,9 @@ class LayerOperations:
         return rec, other
 
     def _readable(self, ref: str) -> "LayerRecord":
-        rec = self.usable(ref)
-        if rec.applying is not None:
-            raise errors.LayerInUse(f"layer {rec.id}: a diff is being applied to it (pid {rec.applying.pid})")
-        return rec
+        from eventstore.state import require_not_applying
+
+        return require_not_applying(self.usable(ref))
 
     # --- applying a diff ------------------------------------------------------------------
 

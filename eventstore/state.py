@@ -149,7 +149,7 @@ def check(state: State, event: ev.Event) -> None:
             if state.get(layer_id) is not None:
                 raise errors.LayerExists(f"layer {layer_id}: already exists")
             if parent is not None:
-                _not_applying(_usable(state, parent))
+                require_not_applying(_usable(state, parent))
             _check_names(state, layer_id, names)
         case ev.LayerCompleted(layer=layer_id):
             rec = _existing(state, layer_id)
@@ -166,12 +166,12 @@ def check(state: State, event: ev.Event) -> None:
                 raise errors.NotHeld(f"layer {layer_id}: no hold by {holder.describe()} to release "
                                      f"(hold refs {rec.hold_refs})")
         case ev.LayerMounted(layer=layer_id):
-            _not_applying(_usable(state, layer_id))
+            require_not_applying(_usable(state, layer_id))
         case ev.LayerUnmounted(layer=layer_id):
             if _existing(state, layer_id).mount_count == 0:
                 raise errors.NotMounted(f"layer {layer_id}: not mounted")
         case ev.LayerMarkedIncomplete(layer=layer_id):
-            rec = _not_applying(_existing(state, layer_id))
+            rec = require_not_applying(_existing(state, layer_id))
             if rec.holds:
                 raise errors.LayerInUse(f"layer {layer_id}: held ({rec.hold_refs} hold refs)")
             if rec.mount_count:
@@ -190,7 +190,7 @@ def check(state: State, event: ev.Event) -> None:
             if not _existing(state, layer_id).quarantined:
                 raise errors.RuleViolation(f"layer {layer_id}: not quarantined")
         case ev.DiffApplyStarted(layer=layer_id):
-            _check_apply(state, _not_applying(_usable(state, layer_id)))
+            _check_apply(state, require_not_applying(_usable(state, layer_id)))
         case ev.DiffApplied(layer=layer_id) | ev.DiffApplyAbandoned(layer=layer_id):
             if _existing(state, layer_id).applying is None:
                 raise errors.RuleViolation(f"layer {layer_id}: no diff is being applied")
@@ -200,7 +200,9 @@ def check(state: State, event: ev.Event) -> None:
             pass
 
 
-def _not_applying(rec: LayerRecord) -> LayerRecord:
+def require_not_applying(rec: LayerRecord) -> LayerRecord:
+    """``rec``, unless a diff is being applied to it (its data is about to be swapped:
+    nothing may mount it or build on it meanwhile)."""
     if rec.applying is not None:
         raise errors.LayerInUse(f"layer {rec.id}: a diff is being applied to it (pid {rec.applying.pid})")
     return rec

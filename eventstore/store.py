@@ -34,7 +34,7 @@ from eventstore.provenance import Expectation, expect
 from eventstore.query import sqlite_problem
 from eventstore.names import check_digest, check_id, check_name
 from eventstore.operations import LayerOperations
-from eventstore.state import LayerRecord, apply, check, require_usable
+from eventstore.state import LayerRecord, apply, check, require_not_applying, require_usable
 
 
 CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
@@ -690,7 +690,7 @@ class LayerStore(LayerOperations):
         """Mount (``layer_store_mount``): the first mount mounts for real, later ones
         count; the path either way."""
         with self.writing() as w:
-            rec = self.usable(ref)
+            rec = require_not_applying(self.usable(ref))  # before the driver mounts anything
             stale = self.stale_mount(rec)
             if stale:
                 w.append(ev.MountsReconciled(layer=rec.id, count=0, reason=stale))
@@ -748,7 +748,7 @@ class LayerStore(LayerOperations):
         against the layer ``against``."""
         from eventstore.archive import diff_changes, export_layer
 
-        rec = self.usable(ref)
+        rec = require_not_applying(self.usable(ref))  # its data and tar-split are being swapped
         if against is not None and self.lookup(against).id != rec.parent:
             return self.diff_against(rec.id, against)
         if not rec.has_tarsplit and (rec.uid_map or rec.gid_map):

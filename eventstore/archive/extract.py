@@ -64,16 +64,20 @@ def member_path(name: bytes, what: str = "name") -> list[bytes]:
 class Extractor:
     """Applies the entries of one tar to ``root_fd`` ("overlay" or "delete" whiteouts)."""
 
-    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter, owners=None):
+    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter, owners=None,
+                 onto_content: bool = False):
         # owners: an ``eventstore.idmap.Owners`` for an ID-mapped layer (the tar's ids
         # are written as the host ids they map to), or None
         self._owners = owners
         self._overlay = whiteout_format == "overlay"
         self._split = split
         self._root_fd = root_fd
-        # delete format only: real paths this tar made, and their ancestors (an opaque
-        # marker hides what lower layers put in a directory, not what this one did)
-        self._touched: set[bytes] | None = None if self._overlay else set()
+        # real paths this tar made, and their ancestors: an opaque marker hides what
+        # lower layers put in a directory, not what this one did. Overlay marks the
+        # directory instead, and needs them only when the tar applies onto a layer's
+        # own content (applydiff): that content is "lower" than the tar too.
+        self._onto_content = onto_content
+        self._touched: set[bytes] | None = set() if onto_content or not self._overlay else None
         self.resolver = Resolver(root_fd, on_created=self._touch)
         self._refs: dict[bytes, tuple[int, int, list[tuple[int, int]] | None]] = {}
         self._dir_times: dict[bytes, tuple[int, int]] = {}
@@ -244,10 +248,10 @@ class Extractor:
 
     def _whiteout(self, entry: Entry, parent_fd: int, parent_real: bytes, base: bytes) -> None:
         if base == OPAQUE_MARKER:
+            if not self._overlay or self._onto_content:
+                self._prune(parent_fd, None, parent_real, keep_touched=True)
             if self._overlay:
                 _set_xattr_fd(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
-            else:
-                self._prune(parent_fd, None, parent_real, keep_touched=True)
             return
         if base.startswith(AUFS_META):
             return  # aufs bookkeeping below the root: nothing to apply either
