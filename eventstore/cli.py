@@ -79,7 +79,7 @@ def command(name: str, help: str, *arguments: Arg, aliases: tuple[str, ...] = ()
 
 REF = arg("ref", metavar="ID", help="a layer: its id, a name, or a unique prefix of its id")
 REFS = arg("refs", metavar="ID", nargs="+", help="layers: ids, names, or unique prefixes of ids")
-GLOBAL_WITH_VALUE = {"--root", "-g", "--graph", "--driver", "-s", "--storage-driver"}
+GLOBAL_WITH_VALUE = {"--root", "-g", "--graph", "--driver", "-s", "--storage-driver", "--run", "-R"}
 JSON_HELP = "machine-readable output (also before the command)"
 
 
@@ -127,6 +127,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="storage driver, overlay or vfs, for a new store (default: $LAYERSTORE_DRIVER, "
                         "the config file, overlay where it can mount)")
     p.add_argument("--json", "-j", action="store_true", help=JSON_HELP)
+    p.add_argument("--run", "-R", metavar="DIR", default=None,
+                   help="ignored: accepted for containers-storage scripts (mount state lives in the log)")
     p.add_argument("--version", action="version", version=f"layerstore {__version__}",
                    help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=False, metavar="COMMAND", parser_class=_Parser)

@@ -99,8 +99,12 @@ def _owner(chown: str, owners: Owners) -> tuple[int, int]:
 
 
 def _cp(source: Path, target: Path) -> None:
+    # a layer's view is a path through a descriptor of ours (/proc/self/fd/N): cp gets
+    # the same descriptor, under the same number
+    parts = Path(source).parts
+    keep = (int(parts[4]),) if parts[:4] == ("/", "proc", "self", "fd") and len(parts) > 4 else ()
     done = subprocess.run(["cp", "-a", "--no-target-directory", "--", str(source), str(target)],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, pass_fds=keep)
     if done.returncode:
         lines = done.stderr.strip().splitlines()
         raise errors.StorageError(f"copying {source}: {lines[-1] if lines else done.returncode}")

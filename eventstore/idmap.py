@@ -124,6 +124,8 @@ def shift_tree(path: Path, old: Owners, new: Owners) -> int:
     set-id bits). The number of entries changed."""
     changed = 0
     hardlinked: set[tuple[int, int]] = set()
+    if not os.path.isdir(path) or os.path.islink(path):  # one entry, not a tree
+        return _shift_one(os.fspath(path), old, new, ".")
     for dirpath, dirnames, filenames in os.walk(path):
         # each entry once: the top here, every other one in its parent's listing
         for name in ([None] if dirpath == os.fspath(path) else []) + dirnames + filenames:
@@ -133,17 +135,22 @@ def shift_tree(path: Path, old: Owners, new: Owners) -> int:
                 if (st.st_dev, st.st_ino) in hardlinked:
                     continue  # re-owned through its first name already
                 hardlinked.add((st.st_dev, st.st_ino))
-            uid, gid = new.host(*old.container(st.st_uid, st.st_gid), where=os.path.relpath(full, path))
-            if (uid, gid) == (st.st_uid, st.st_gid):
-                continue
-            capability = _capability(full) if stat.S_ISREG(st.st_mode) else None
-            os.chown(full, uid, gid, follow_symlinks=False)
-            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o6000:
-                os.chmod(full, stat.S_IMODE(st.st_mode))
-            if capability is not None:  # chown drops file capabilities: put them back
-                os.setxattr(full, "security.capability", capability, follow_symlinks=False)
-            changed += 1
+            changed += _shift_one(full, old, new, os.path.relpath(full, path), st)
     return changed
+
+
+def _shift_one(full: str, old: Owners, new: Owners, where: str, st: os.stat_result | None = None) -> int:
+    st = st or os.lstat(full)
+    uid, gid = new.host(*old.container(st.st_uid, st.st_gid), where=where)
+    if (uid, gid) == (st.st_uid, st.st_gid):
+        return 0
+    capability = _capability(full) if stat.S_ISREG(st.st_mode) else None
+    os.chown(full, uid, gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o6000:
+        os.chmod(full, stat.S_IMODE(st.st_mode))
+    if capability is not None:  # chown drops file capabilities: put them back
+        os.setxattr(full, "security.capability", capability, follow_symlinks=False)
+    return 1
 
 
 def _capability(path: str) -> bytes | None:

@@ -32,7 +32,9 @@ def base_tar() -> bytes:
     """A small image layer: directories, files, a symlink, a hardlink."""
     return (TarBuilder().dir("etc").file("etc/os-release", b"ID=test\n").file("etc/passwd", b"root:x:0:0\n")
             .dir("usr").dir("usr/bin").file("usr/bin/tool", b"#!/bin/sh\n", mode=0o755)
-            .symlink("bin", "usr/bin").hardlink("usr/bin/tool-link", "usr/bin/tool")
+            # a hardlink entry with its target's mode, as tar writers make them (given another
+            # mode, containers-storage chmods the shared inode; layerstore keeps the target's)
+            .symlink("bin", "usr/bin").hardlink("usr/bin/tool-link", "usr/bin/tool", mode=0o755)
             .dir("var").dir("var/cache").file("var/cache/big", b"x" * 5000).bytes())
 
 
