@@ -88,10 +88,8 @@ def load_commands(word: str | None) -> None:
     here (None, for help or completion: every command)."""
     if word in COMMANDS:
         return
-    import importlib
-
     for module in COMMAND_MODULES:
-        importlib.import_module(module)
+        __import__(module)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +129,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="ignored: accepted for containers-storage scripts (mount state lives in the log)")
     p.add_argument("--version", action="version", version=f"layerstore {__version__}",
                    help="print the version and exit")
-    sub = p.add_subparsers(dest="command", required=False, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=False, metavar="COMMAND", parser_class=_Parser,
+                           help="what to do ('layerstore COMMAND --help' for its options)")
     wanted = find_command(argv) if argv is not None else None
     declared = dict.fromkeys(COMMANDS.values())  # each once, in declaration order
     for cmd in declared:

@@ -205,7 +205,7 @@ def cmd_mounted(reader, args) -> int:
 def cmd_status(store, args) -> int:
     facts = store.status()
     if args.json:
-        emit_json({key.lower().replace(" ", "-"): value for key, value in facts})
+        emit_json({key.lower().replace(" ", "-").replace("_", "-"): value for key, value in facts})
     else:
         for key, value in facts:
             print(f"{key}: {value}")
@@ -223,7 +223,7 @@ def cmd_version(args) -> int:
     facts = [("Version", __version__), ("Log Format", str(FORMAT_VERSION)), ("Event Schema", str(SCHEMA_VERSION)),
              ("Python", platform.python_version()), ("Kernel", platform.release())]
     if args.json:
-        emit_json({key.lower().replace(" ", "-"): value for key, value in facts})
+        emit_json({key.lower().replace(" ", "-").replace("_", "-"): value for key, value in facts})
     else:
         for key, value in facts:
             print(f"{key}: {value}")

@@ -405,6 +405,7 @@ class LayerStore(LayerOperations):
         return self.index.lookup(ref)
 
     def exists(self, ref: str) -> bool:
+        """True when ``ref`` names a layer (``layer_store_exists``)."""
         return self.index.exists(ref)
 
     def listing(self) -> list[dict]:
@@ -416,15 +417,19 @@ class LayerStore(LayerOperations):
         return self.index.layers()
 
     def by_digest(self, digest: str, compressed: bool = False) -> list[str]:
+        """Ids of the complete layers with that diff (or compressed) digest, oldest first."""
         return self.index.by_digest(digest, compressed)
 
     def by_compressed_digest(self, digest: str) -> list[str]:
+        """Ids of the complete layers with that compressed digest (``..._by_compress_digest``)."""
         return self.index.by_digest(digest, compressed=True)
 
     def by_diff_digest(self, digest: str) -> list[str]:
+        """Ids of the complete layers with that diff digest (``..._by_uncompress_digest``)."""
         return self.index.by_digest(digest, compressed=False)
 
     def hold_refs(self, ref: str) -> int:
+        """The layer's hold count (``layer_get_hold_refs``)."""
         return self.lookup(ref).hold_refs
 
     def usable(self, ref: str) -> LayerRecord:
@@ -432,9 +437,11 @@ class LayerStore(LayerOperations):
         return require_usable(self.lookup(ref))
 
     def fs_info(self, ref: str):
+        """Bytes and inodes of the layer's own data (``layer_store_get_layer_fs_info``)."""
         return self.driver.fs_info(self.usable(ref).id)
 
     def metadata(self, ref: str) -> dict[str, str]:
+        """The driver's view of the layer (``layer_store_get_metadata_by_layer_id``)."""
         return self.driver.metadata(self.usable(ref).id)
 
     # --- the shared judgements of the store and recovery --------------------------------------
@@ -450,10 +457,12 @@ class LayerStore(LayerOperations):
         return None
 
     def tarsplit_path(self, layer_id: str) -> Path:
+        """Where the layer's tar-split is (it may not exist)."""
         return self.tarsplit_dir / f"{layer_id}.tar-split"
 
     @property
     def tarsplit_dir(self) -> Path:
+        """The directory of every layer's tar-split."""
         return self.root / "tarsplit"
 
     def remove_data(self, layer_id: str) -> None:
@@ -603,6 +612,7 @@ class LayerStore(LayerOperations):
     # --- names --------------------------------------------------------------------------------
 
     def set_names(self, ref: str, names: list[str]) -> None:
+        """Make ``names`` the layer's names, exactly (a name another layer has is refused)."""
         names = [check_name(n) for n in names]
         with self.writing() as w:
             w.append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
