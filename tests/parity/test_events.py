@@ -113,3 +113,47 @@ def test_follow_crosses_into_new_segments_losing_nothing(root: Path):
             assert [e["details"]["holder"]["lease"] for e in got] == [f"lease-{i}" for i in range(60)]
         finally:
             follower.stop()
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            text = path.read_text()
+            if text.count("\n") >= count:
+                return [json.loads(line) for line in text.splitlines()]
+        time.sleep(0.05)
+    pytest.fail(f"{path} did not reach {count} lines: {path.read_text() if path.exists() else 'missing'}")
+
+
+def test_the_shipping_script_resumes_without_loss_or_repeat(root: Path, tmp_path: Path):
+    import signal
+
+    out = tmp_path / "log" / "events.jsonl"
+    env = {**cli_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(REPO / "tools" / "events-to-file.sh"), str(out), "--root", str(root)]
+    layer = ok(root, "create-layer", driver="vfs").strip()
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
+
+    shipper = start()
+    try:
+        wait_for_lines(out, 2)
+        ok(root, "hold", "--lease", "x", layer)
+        wait_for_lines(out, 3)
+    finally:
+        os.killpg(shipper.pid, signal.SIGKILL)
+        shipper.wait(30)
+    with open(out, "a") as f:
+        f.write('{"lsn": 4, "time": "torn')  # killed in the middle of a line
+    ok(root, "release", "--lease", "x", layer)
+    ok(root, "mount", layer)
+    shipper = start()
+    try:
+        lines = wait_for_lines(out, 5)
+    finally:
+        os.killpg(shipper.pid, signal.SIGKILL)
+        shipper.wait(30)
+    assert [e["lsn"] for e in lines] == [1, 2, 3, 4, 5]
+    assert [e["type"] for e in lines[3:]] == ["hold-released", "layer-mounted"]
