@@ -221,12 +221,17 @@ def swapped(store, layer_id: str) -> dict | None:
     _, record = applying_files(store.root, layer_id)
     try:
         recorded = json.loads(record.read_bytes())
+        inode = [int(n) for n in recorded["inode"]]
+        result, fresh = dict(recorded["result"]), bool(recorded["fresh"])
     except FileNotFoundError:
-        return None
-    except ValueError:
-        return None  # torn before its rename: the swap, which comes later, did not happen
+        return None  # it is made durable before the swap: no record, no swap
+    except (ValueError, KeyError, TypeError) as exc:
+        # written atomically, so damaged by something else: which data is the layer's
+        # cannot be told, and neither copy may go; recovery quarantines the layer
+        raise errors.StorageError(f"layer {layer_id}: the record of its interrupted diff apply {record} is "
+                                  f"damaged ({exc}); both the layer's data and the staged copy are kept") from None
     st = os.stat(store.driver.diff_path(layer_id))
-    return recorded if [st.st_dev, st.st_ino] == recorded["inode"] else None
+    return {"result": result, "fresh": fresh} if [st.st_dev, st.st_ino] == inode else None
 
 
 def recover(store, rec) -> tuple[str, ev.Event]:

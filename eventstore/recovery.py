@@ -79,7 +79,7 @@ def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
 def _recover_layer(run: _Run, rec: LayerRecord) -> None:
     store, session = run.store, run.session
     try:
-        if rec.applying is not None and not process.is_alive(rec.applying):
+        if rec.applying is not None and not rec.quarantined and not process.is_alive(rec.applying):
             _finish_interrupted_apply(run, rec)
             rec = store.index.layer(rec.id)
         if abandoned_create(rec):

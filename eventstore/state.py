@@ -171,7 +171,9 @@ def check(state: State, event: ev.Event) -> None:
             if _existing(state, layer_id).mount_count == 0:
                 raise errors.NotMounted(f"layer {layer_id}: not mounted")
         case ev.LayerMarkedIncomplete(layer=layer_id):
-            rec = require_not_applying(_existing(state, layer_id))
+            rec = _existing(state, layer_id)
+            if not rec.quarantined:  # (a quarantined one recovery gave up on may go)
+                require_not_applying(rec)
             if rec.holds:
                 raise errors.LayerInUse(f"layer {layer_id}: held ({rec.hold_refs} hold refs)")
             if rec.mount_count:
