@@ -824,7 +824,8 @@ def cmd_export_oci(store, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``layerstore`` with ``argv`` (default: the command line); the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    load_commands(find_command(argv))
+    if argv != ["--version"]:  # (only help needs every command)
+        load_commands(find_command(argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # bare ``layerstore`` (or only global options): the help

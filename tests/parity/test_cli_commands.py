@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.support import cli, cli_command, cli_env, fails, ok
+from tests.cli.support import cli_command, cli_env, fails, ok
 from tests.store.support import unmount_everything_under
 
 from .support import DRIVERS, base_tar, change_tar, skip_unless_driver_runs, tar_members, tar_names
@@ -83,7 +83,8 @@ def test_create_layer_is_writable_unless_readonly(s: Store):
     assert s.json("layer", writable)["writable"] is True
     readonly = s.ok("create-layer", "--readonly", "-n", "r", writable).strip()
     layer = s.json("layer", "r")
-    assert layer["writable"] is False and layer["parent"] == writable and layer["names"] == ["r"]
+    assert layer["id"] == readonly and layer["writable"] is False
+    assert layer["parent"] == writable and layer["names"] == ["r"]
 
 
 def test_import_layer_reads_stdin_or_file(s: Store, tars):

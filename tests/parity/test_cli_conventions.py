@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.cli import COMMANDS, build_parser, load_commands
-from tests.cli.support import cli, cli_env, fails, ok
+from tests.cli.support import cli_env, fails, ok
 from tests.store.support import mounts_under, unmount_everything_under
 
 from .support import base_tar, skip_unless_driver_runs

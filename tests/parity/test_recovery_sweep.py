@@ -15,11 +15,10 @@ import pytest
 from eventstore import errors, faults
 from eventstore.opener import open_store
 from eventstore.recovery import recover_store
-from eventstore.store import LayerStore
 from replay.audit import history
 from tests.store.support import unmount_everything_under
 
-from .support import DRIVERS, base_tar, change_tar, skip_unless_driver_runs, view
+from .support import DRIVERS, base_tar, change_tar, skip_unless_driver_runs
 
 
 @pytest.fixture(autouse=True)
