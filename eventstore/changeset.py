@@ -238,6 +238,8 @@ def tree_size(root: Path) -> int:
 
 def go_quote(path: str) -> str:
     """``path`` in double quotes as Go's %q writes it (containers-storage's text output)."""
+    if path.isascii() and path.isprintable() and '"' not in path and "\\" not in path:
+        return f'"{path}"'  # the common case, without a loop per character
     out = ['"']
     for ch in path:
         if ch in '"\\':

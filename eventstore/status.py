@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
 from pathlib import Path
 
 #: statfs f_type -> name, as containers-storage names them
@@ -48,25 +47,20 @@ def backing_filesystem(path: Path) -> str:
 
 def supports_d_type(path: Path) -> bool:
     """True when directory listings on ``path``'s filesystem say each entry's type
-    (overlay needs it to hide whiteouts fast); probed in a temporary directory."""
-    probe = tempfile.mkdtemp(prefix=".layerstore-dtype-", dir=path)
+    (overlay needs it to hide whiteouts fast). Read from ``path``'s own entries: a
+    status is a read, and writes nothing."""
+    handle = _libc.opendir(os.fsencode(path))
+    if not handle:
+        return False
     try:
-        Path(probe, "file").touch()
-        handle = _libc.opendir(os.fsencode(probe))
-        if not handle:
-            return False
-        try:
-            while True:
-                entry = _libc.readdir64(handle)
-                if not entry:
-                    return False
-                if entry.contents.d_name == b"file":
-                    return entry.contents.d_type != DT_UNKNOWN
-        finally:
-            _libc.closedir(handle)
+        while True:
+            entry = _libc.readdir64(handle)
+            if not entry:
+                return False  # nothing but . and ..: no entry to tell by
+            if entry.contents.d_name not in (b".", b".."):
+                return entry.contents.d_type != DT_UNKNOWN
     finally:
-        Path(probe, "file").unlink(missing_ok=True)
-        os.rmdir(probe)
+        _libc.closedir(handle)
 
 
 def log_size(root: Path) -> int:
