@@ -695,7 +695,7 @@ def cmd_log(args) -> int:
         from eventstore.events import to_builtins
 
         for lsn, event in log.events():
-            print(json.dumps({"lsn": lsn, **to_builtins(event)}))
+            print(json.dumps(kebab({"lsn": lsn, **to_builtins(event)})))
     return 0
 
 
