@@ -111,3 +111,24 @@ def test_a_damaged_apply_record_quarantines_the_layer_and_keeps_both_copies(stor
         assert len(list(history(reopened))) == events
         reopened.delete(layer)  # the operator's way out: both copies go with the layer
         assert not reopened.driver.staging_path(layer).exists() and not reopened.driver.exists(layer)
+
+
+def test_set_layer_data_killed_after_its_blob_leaves_no_item_and_a_swept_blob(store, tmp_path: Path):
+    import subprocess
+    import sys
+
+    from eventstore.faults import CRASH_EXIT_CODE
+    from tests.cli.support import REPO
+
+    layer = store.create()
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LAYERSTORE_FAILPOINTS": "layerdata.after-blob=crash"}
+    done = subprocess.run([sys.executable, "-m", "eventstore.cli", "--root", str(tmp_path / "store"),
+                           "set-layer-data", layer, "k", "-"], input=b"never acknowledged", env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode == CRASH_EXIT_CODE
+    with open_store(tmp_path / "store") as reopened:
+        assert reopened.list_layer_data(layer) == {}
+        actions = recover_store(reopened, sweep=True)
+        assert any("moved layer data" in a for a in actions)
+        assert len(lost_found(reopened)) == 1 and not os.listdir(reopened.root / "layer-data" / layer)
