@@ -8,6 +8,7 @@ its base): the same commands on stores of 21 layers, alternating, medians.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=21, help="rounds (medians are printed)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    try:
+        return run(args, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(args, base: Path) -> int:
     tools = {"first": args.first, "second": args.second}
     for name, exe in tools.items():
         subprocess.run([exe, "--root", str(base / name), "--driver", "vfs", "create", "--name", "img"],
