@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-containerd bench-drivers crash-test damage-test protos clean
+.PHONY: demo test bench bench-log bench-open bench-cli bench-import bench-containerd bench-drivers crash-test damage-test protos man completion clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ demo: $(STAMP)
 # directories of other runs going on at the same time.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$(mktemp -d /tmp/layerstore-test.XXXXXX)" $(PYTEST_ARGS)
+
+# The man page and shell completion, generated from the CLI's command table.
+man: $(STAMP)
+	$(BIN)/python tools/manpage.py -o build/man/layerstore.1
+
+completion: $(STAMP)
+	mkdir -p build/completion
+	$(BIN)/python -m eventstore.cli completion bash > build/completion/layerstore.bash
+	$(BIN)/python -m eventstore.cli completion zsh > build/completion/_layerstore
 
 bench: bench-log bench-open bench-cli bench-import bench-drivers
 

@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Actor(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -66,10 +66,18 @@ class Snapshot(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     updated: int = 0  # ns since the epoch: Info.updated_at
     size: int = -1  # committed: bytes of the layer's own data, measured at commit
     inodes: int = -1
+class IDMapping(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``size`` ids from ``container_id`` on are ``host_id`` on in the host (schema 3)."""
+
+    container_id: int = 0
+    host_id: int = 0
+    size: int = 0
 
 
 class LayerCreated(Event, tag="layer-created"):
-    """Intent: the layer exists, incomplete, owned by ``owner`` until completed."""
+    """Intent: the layer exists, incomplete, owned by ``owner`` until completed.
+    ``uid_map``/``gid_map`` (schema 3): the layer's files are owned by the host ids
+    these map the content's ids to (empty: not mapped)."""
 
     layer: str
     parent: str | None = None
@@ -79,6 +87,8 @@ class LayerCreated(Event, tag="layer-created"):
     owner: Holder | None = None
     mount_label: str = ""
     snapshot: Snapshot | None = None  # made by containerd through ``layerstore serve``
+    uid_map: list[IDMapping] = []
+    gid_map: list[IDMapping] = []
 
 
 class LayerCompleted(Event, tag="layer-completed"):
@@ -270,6 +280,53 @@ class HistoryHorizon(Event, tag="history-horizon"):
     checkpoint_lsn: int = 0
     fingerprint: list[int] = []
     policy: str = ""
+# --- layer content and data (schema 3) -------------------------------------------------
+
+class DiffApplyStarted(Event, tag="diff-apply-started"):
+    """Intent: ``owner`` is applying a tar diff to the layer, into a staged copy
+    (``eventstore.applydiff``); the layer is busy until ``diff-applied`` or
+    ``diff-apply-abandoned``."""
+
+    layer: str
+    owner: Holder | None = None
+
+
+class DiffApplied(Event, tag="diff-applied"):
+    """The staged copy with the diff applied is the layer's data now; the digests and
+    sizes are the applied tar's (``has_tarsplit``: it can be reproduced byte for byte)."""
+
+    layer: str
+    compressed_digest: str = ""
+    compressed_size: int = -1
+    diff_digest: str = ""
+    diff_size: int = -1
+    compression: str = ""
+    has_tarsplit: bool = False
+
+
+class DiffApplyAbandoned(Event, tag="diff-apply-abandoned"):
+    """A diff apply ended without changing the layer (refused content, or its process
+    died before the swap): the staged copy is gone, the data is as before."""
+
+    layer: str
+    reason: str = ""
+
+
+class LayerDataSet(Event, tag="layer-data-set"):
+    """The layer's data item ``key`` is now the blob ``digest`` (``size`` bytes) in
+    ``<root>/layer-data/`` (``eventstore.layerdata``)."""
+
+    layer: str
+    key: str = ""
+    digest: str = ""
+    size: int = 0
+
+
+class LayerDataRemoved(Event, tag="layer-data-removed"):
+    """The layer's data item ``key`` is gone."""
+
+    layer: str
+    key: str = ""
 
 
 AnyEvent = (
@@ -297,6 +354,11 @@ AnyEvent = (
     | SnapshotLabelsChanged
     | SegmentSealed
     | HistoryHorizon
+    | DiffApplyStarted
+    | DiffApplied
+    | DiffApplyAbandoned
+    | LayerDataSet
+    | LayerDataRemoved
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -71,6 +71,14 @@ POINTS: dict[str, str] = {
     # eventstore/containerd/
     "containerd.commit.before-event": "Commit: usage measured, data not yet synced nor recorded",
     "containerd.commit.after-event": "Commit: recorded durably, not yet answered",
+    "recovery.before-apply": "recovery is about to finish or roll back an interrupted diff apply",
+    # eventstore/applydiff.py
+    "applydiff.after-intent": "diff-apply-started is durable, nothing staged yet",
+    "applydiff.after-stage": "the staged copy has the diff and is synced, its result not yet recorded",
+    "applydiff.before-swap": "the result and the staged tree's inode are recorded, not swapped in",
+    "applydiff.after-swap": "the staged tree is the layer's data, the old data not yet removed or recorded",
+    # eventstore/layerdata.py
+    "layerdata.after-blob": "a layer data blob is durable, its layer-data-set event not yet appended",
     # eventstore/drivers/
     "driver.overlay.create.half-done": "overlay: directories made, short link not yet",
     "driver.overlay.mount": "overlay: about to mount(2)",

@@ -167,7 +167,7 @@ class IndexState:
                     f"INSERT OR REPLACE INTO layers ({', '.join(LAYER_COLUMNS)}) VALUES ({', '.join('?' * len(LAYER_COLUMNS))})",
                     (rec.id, rec.parent, rec.created, rec.compressed_digest, rec.diff_digest,
                      int(rec.incomplete), rec.mount_count, rec.hold_refs,
-                     sum(1 for h in rec.holds if not h.lease), rec.created_lsn, _json.encode(rec).decode()))
+                     _process_claims(rec), rec.created_lsn, _json.encode(rec).decode()))
         for name, owner in self._names.items():
             if owner is None:
                 conn.execute("DELETE FROM names WHERE name = ?", (name,))
@@ -176,6 +176,13 @@ class IndexState:
         self._dirty.clear()
         self._names.clear()
         self._children_delta.clear()
+
+
+def _process_claims(rec: LayerRecord) -> int:
+    """The ``process_holds`` column: holds by processes, plus a diff apply in progress
+    (its process owns the layer until it is done), so that recovery's one indexed query
+    finds the layers a dead process left (held or half-applied)."""
+    return sum(1 for h in rec.holds if not h.lease) + (rec.applying is not None)
 
 
 def history_row(lsn: int, event: ev.Event) -> tuple:

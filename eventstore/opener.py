@@ -16,10 +16,11 @@ from eventstore.store import LayerStore
 
 def open_store(root: str | os.PathLike, driver: str | None = None, *, readonly: bool = False,
                recover: bool = True, owner: Holder | None = None,
-               segment_size: int = DEFAULT_SEGMENT_SIZE, history_retention: str | None = None,
-               archive: bool | None = None) -> LayerStore:
+               segment_size: int = DEFAULT_SEGMENT_SIZE, driver_options: dict | None = None,
+               history_retention: str | None = None, archive: bool | None = None) -> LayerStore:
     """Open (creating if needed) the store at ``root``, and unless ``readonly`` or
-    ``recover=False``, recover what a crash left behind (DESIGN §4).
+    ``recover=False``, recover what a crash left behind (DESIGN §4). ``driver_options``:
+    keyword arguments of the driver (overlay: ``mountopt``, ``unmount_timeout``).
 
     The log's lifecycle (docs/lifecycle.md): ``history_retention`` (``90d``, ``5000000``;
     default ``$LAYERSTORE_HISTORY_RETENTION``, else keep everything) and ``archive``
@@ -29,7 +30,8 @@ def open_store(root: str | os.PathLike, driver: str | None = None, *, readonly: 
     retention_text = history_retention if history_retention is not None else \
         os.environ.get("LAYERSTORE_HISTORY_RETENTION", "")
     retention = parse_retention(retention_text) if retention_text else None  # bad input: before anything opens
-    store = LayerStore.open(root, driver, readonly=readonly, owner=owner, segment_size=segment_size)
+    store = LayerStore.open(root, driver, readonly=readonly, owner=owner, segment_size=segment_size,
+                            driver_options=driver_options)
     store.history_retention = retention
     store.archive_segments = archive if archive is not None else os.environ.get("LAYERSTORE_ARCHIVE", "1") != "0"
     if recover and not readonly:

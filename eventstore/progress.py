@@ -1,45 +1,40 @@
-"""A progress line on a terminal for long imports: bytes read, rate. Only on a tty."""
+"""Progress on a terminal for long jobs: a tqdm bar on stderr — width-aware, with the
+percentage, rate and time left when the total is known.
+
+tqdm is imported only when a bar is drawn, and a bar is drawn only when stderr is a
+terminal (``on_terminal``): scripts, pipes and CI logs never pay for it or see it.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 
 
 class Progress:
-    """Callable with the bytes read so far; redraws at most ten times a second."""
+    """A bar. Call it with the amount done so far (a running total), or ``advance`` it;
+    ``done()`` when finished."""
 
-    def __init__(self, total: int | None = None, label: str = "importing", stream=sys.stderr):
-        self.total = total
-        self.label = label
-        self.stream = stream
-        self.start = time.monotonic()
-        self._last_draw = 0.0
+    def __init__(self, total: int | None = None, label: str = "importing", stream=None, unit: str = "B"):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=label, unit=unit, unit_scale=unit == "B", unit_divisor=1024,
+                         file=stream or sys.stderr, dynamic_ncols=True, mininterval=0.1, leave=True)
         self._done = 0
 
     def __call__(self, done: int) -> None:
-        self._done = done
-        now = time.monotonic()
-        if now - self._last_draw >= 0.1:
-            self._last_draw = now
-            self._draw(now)
+        if done > self._done:
+            self._bar.update(done - self._done)
+            self._done = done
 
-    def _draw(self, now: float) -> None:
-        rate = self._done / max(now - self.start, 1e-6)
-        if self.total:
-            frac = min(1.0, self._done / self.total)
-            bar = "#" * int(frac * 30)
-            text = f"{self.label} [{bar:<30}] {_mib(self._done)}/{_mib(self.total)} {_mib(rate)}/s"
-        else:
-            text = f"{self.label} {_mib(self._done)} {_mib(rate)}/s"
-        self.stream.write("\r" + text + "\x1b[K")
-        self.stream.flush()
+    def advance(self, amount: int = 1) -> None:
+        self(self._done + amount)
 
     def done(self) -> None:
-        self._draw(time.monotonic())
-        self.stream.write("\n")
-        self.stream.flush()
+        self._bar.close()
 
 
-def _mib(n: float) -> str:
-    return f"{n / 1048576:.1f} MiB"
+def on_terminal(total: int | None = None, label: str = "importing", unit: str = "B") -> Progress | None:
+    """A bar when stderr is a terminal, else None (and tqdm is not imported)."""
+    if not sys.stderr.isatty():
+        return None
+    return Progress(total, label, unit=unit)

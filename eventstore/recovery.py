@@ -72,6 +72,7 @@ def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
             store.log.verify()  # the whole log, before anything is moved: CorruptLog stops here
             _rebuild_driver_metadata(run)
             _move_aside_what_no_event_accounts_for(run)
+            _sweep_layer_data_and_applies(run)
             store.index.set_meta(SWEPT_BOOT, boot)
         if run.started:
             session.append(ev.RecoveryFinished(actions=len(run.actions)))
@@ -81,6 +82,9 @@ def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
 def _recover_layer(run: _Run, rec: LayerRecord) -> None:
     store, session = run.store, run.session
     try:
+        if rec.applying is not None and not rec.quarantined and not process.is_alive(rec.applying):
+            _finish_interrupted_apply(run, rec)
+            rec = store.index.layer(rec.id)
         if abandoned_create(rec):
             what = "half-deleted" if rec.deleting else "incomplete"
             run.start()
@@ -103,6 +107,18 @@ def _recover_layer(run: _Run, rec: LayerRecord) -> None:
         if rec.quarantined:
             return  # reported once already: an open that changes nothing records nothing
         run.record(f"quarantined {rec.id}: {exc}", ev.LayerQuarantined(layer=rec.id, reason=f"recovery failed: {exc}"))
+
+
+def _finish_interrupted_apply(run: _Run, rec: LayerRecord) -> None:
+    """A diff apply whose process died: rolled forward when its swap happened, back
+    when not (``eventstore.applydiff``); the layer is usable again either way."""
+    from eventstore import applydiff
+
+    run.start()
+    faults.point("recovery.before-apply")
+    action, event = applydiff.recover(run.store, rec)
+    run.record(action, event)
+    applydiff.forget(run.store, rec.id)
 
 
 def _unmount_uncounted(run: _Run) -> None:
@@ -195,3 +211,27 @@ def _move_aside_what_no_event_accounts_for(run: _Run) -> None:
             continue
         run.record(f"moved {what} {path.name} (no layer of the log) to {target.relative_to(store.root)}",
                    ev.DataMovedAside(layer=layer_id if what == "tar-split" else "", what=what, path=target.name))
+
+
+def _sweep_layer_data_and_applies(run: _Run) -> None:
+    """Layer data no event names (a blob whose event never came, a layer the log does
+    not have): moved to lost+found. Records of diff applies that are over (the log has
+    their outcome): removed."""
+    from eventstore import applydiff, layerdata
+
+    store = run.store
+    for path in layerdata.strays(store.root, store.index.layer):
+        run.start()
+        target = lost_found_path(store.root, "layer-data", path.name)
+        try:
+            path.rename(target)
+        except OSError as exc:
+            run.actions.append(f"could not move {path} aside: {exc.strerror}")
+            continue
+        owner = path.parent.name if path.parent.name != layerdata.DIRECTORY else path.name
+        run.record(f"moved layer data {path.relative_to(store.root)} (no event names it) to "
+                   f"{target.relative_to(store.root)}",
+                   ev.DataMovedAside(layer=owner, what="layer data", path=target.name))
+    busy = {r.id for r in store.index.needing_attention() if r.applying is not None}
+    for action in applydiff.sweep(store, busy):
+        run.record(action)

@@ -19,7 +19,14 @@ import msgspec
 
 from eventstore import errors
 from eventstore import events as ev
-from eventstore.events import Holder, Snapshot
+from eventstore.events import Holder, IDMapping, Snapshot
+
+
+class DataItem(msgspec.Struct, frozen=True):
+    """One layer data item: the blob ``digest`` of ``size`` bytes (``eventstore.layerdata``)."""
+
+    digest: str
+    size: int
 
 
 class LayerRecord(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked (events.py)
@@ -49,6 +56,10 @@ class LayerRecord(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untrack
     created_lsn: int = 0
     updated_lsn: int = 0
     snapshot: Snapshot | None = None  # containerd's view of the layer, when it made it
+    uid_map: list[IDMapping] = []
+    gid_map: list[IDMapping] = []
+    applying: Holder | None = None  # the process applying a diff (``eventstore.applydiff``)
+    data: dict[str, DataItem] = {}  # layer data items by key
 
     @property
     def hold_refs(self) -> int:
@@ -139,7 +150,7 @@ def check(state: State, event: ev.Event) -> None:
             if state.get(layer_id) is not None:
                 raise errors.LayerExists(f"layer {layer_id}: already exists")
             if parent is not None:
-                _usable(state, parent)
+                require_not_applying(_usable(state, parent))
             _check_names(state, layer_id, names)
         case ev.LayerCompleted(layer=layer_id):
             rec = _existing(state, layer_id)
@@ -156,16 +167,18 @@ def check(state: State, event: ev.Event) -> None:
                 raise errors.NotHeld(f"layer {layer_id}: no hold by {holder.describe()} to release "
                                      f"(hold refs {rec.hold_refs})")
         case ev.LayerMounted(layer=layer_id):
-            _usable(state, layer_id)
+            require_not_applying(_usable(state, layer_id))
         case ev.LayerUnmounted(layer=layer_id):
             if _existing(state, layer_id).mount_count == 0:
                 raise errors.NotMounted(f"layer {layer_id}: not mounted")
         case ev.LayerMarkedIncomplete(layer=layer_id):
             rec = _existing(state, layer_id)
+            if not rec.quarantined:  # (a quarantined one recovery gave up on may go)
+                require_not_applying(rec)
             if rec.holds:
                 raise errors.LayerInUse(f"layer {layer_id}: held ({rec.hold_refs} hold refs)")
             if rec.mount_count:
-                raise errors.LayerInUse(f"layer {layer_id}: mounted ({rec.mount_count}); use force")
+                raise errors.LayerInUse(f"layer {layer_id}: mounted ({rec.mount_count}); use --force to unmount it first")
             if state.has_children(layer_id):
                 raise errors.LayerInUse(f"layer {layer_id}: is the parent of another layer")
         case ev.LayerDeleted(layer=layer_id):
@@ -187,8 +200,36 @@ def check(state: State, event: ev.Event) -> None:
         case ev.SnapshotLabelsChanged(layer=layer_id):
             if _usable(state, layer_id).snapshot is None:
                 raise errors.RuleViolation(f"layer {layer_id}: not a containerd snapshot")
+        case ev.DiffApplyStarted(layer=layer_id):
+            _check_apply(state, require_not_applying(_usable(state, layer_id)))
+        case ev.DiffApplied(layer=layer_id) | ev.DiffApplyAbandoned(layer=layer_id):
+            if _existing(state, layer_id).applying is None:
+                raise errors.RuleViolation(f"layer {layer_id}: no diff is being applied")
+        case ev.LayerDataSet(layer=layer_id) | ev.LayerDataRemoved(layer=layer_id):
+            _usable(state, layer_id)
         case _:
             pass
+
+
+def require_not_applying(rec: LayerRecord) -> LayerRecord:
+    """``rec``, unless a diff is being applied to it (its data is about to be swapped:
+    nothing may mount it or build on it meanwhile)."""
+    if rec.applying is not None:
+        raise errors.LayerInUse(f"layer {rec.id}: a diff is being applied to it (pid {rec.applying.pid})")
+    return rec
+
+
+def _check_apply(state: State, rec: LayerRecord) -> None:
+    """A diff is applied only to a writable layer nothing is built on or mounted from:
+    its children were made from its content, and overlay's upper dir must not change
+    under a live mount."""
+    if not rec.writable:
+        raise errors.RuleViolation(f"layer {rec.id}: read-only; a diff applies to a writable layer "
+                                   f"(create it with --writable)")
+    if rec.mount_count:
+        raise errors.LayerInUse(f"layer {rec.id}: mounted ({rec.mount_count}); unmount it first")
+    if state.has_children(rec.id):
+        raise errors.LayerInUse(f"layer {rec.id}: is the parent of another layer")
 
 
 # --- the fold -----------------------------------------------------------------------------
@@ -203,6 +244,7 @@ def apply(state: State, lsn: int, event: ev.Event) -> None:
                 mount_label=event.mount_label, created_lsn=lsn, updated_lsn=lsn,
                 snapshot=msgspec.structs.replace(event.snapshot, created=event.time, updated=event.time)
                 if event.snapshot else None,
+                uid_map=list(event.uid_map), gid_map=list(event.gid_map),
             )
             parent = state.get(event.parent) if event.parent else None
             # only a replay after a repair can build on a parent the log lost, or on a
@@ -282,6 +324,24 @@ def _update(rec: LayerRecord, event: ev.Event) -> None:
                                     updated=event.time, size=event.size, inodes=event.inodes)
         case ev.SnapshotLabelsChanged() if rec.snapshot is not None:
             rec.snapshot = msgspec.structs.replace(rec.snapshot, labels=dict(event.labels), updated=event.time)
+        case ev.DiffApplyStarted():
+            rec.applying = event.owner or Holder()
+        case ev.DiffApplied():
+            rec.applying = None
+            # the record describes a tar only when the layer is exactly that tar
+            # (applied to an empty layer); else its diff is what changed, measured
+            rec.has_tarsplit = event.has_tarsplit
+            rec.compressed_digest = event.compressed_digest if event.has_tarsplit else ""
+            rec.compressed_size = event.compressed_size if event.has_tarsplit else -1
+            rec.diff_digest = event.diff_digest if event.has_tarsplit else ""
+            rec.diff_size = event.diff_size if event.has_tarsplit else -1
+            rec.compression = event.compression if event.has_tarsplit else ""
+        case ev.DiffApplyAbandoned():
+            rec.applying = None
+        case ev.LayerDataSet():
+            rec.data = {**rec.data, event.key: DataItem(event.digest, event.size)}
+        case ev.LayerDataRemoved():
+            rec.data = {k: v for k, v in rec.data.items() if k != event.key}
 
 
 def _quarantine_after_loss(state: State, lsn: int, event: ev.RecordsLost) -> None:

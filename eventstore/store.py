@@ -37,7 +37,8 @@ from eventstore.notices import notice
 from eventstore.private import make_dir, make_root, secure_store
 from eventstore.provenance import Expectation, expect
 from eventstore.query import sqlite_problem
-from eventstore.state import LayerRecord, apply, check, require_usable
+from eventstore.operations import LayerOperations
+from eventstore.state import LayerRecord, apply, check, require_not_applying, require_usable
 
 
 CHECKPOINT_INTERVAL = 10_000  # events between automatic checkpoints
@@ -100,16 +101,19 @@ def _other_history(root: Path, index: Index, expectation: Expectation) -> bool:
     return row != (event.time, event.type_name, getattr(event, "layer", None))
 
 
-class LayerStore:
+class LayerStore(LayerOperations):
     """An open store root. ``eventstore.open_store(root)`` (open, then recover) is the
-    seed's ``layer_store_init``; ``close`` is ``layer_store_exit``."""
+    seed's ``layer_store_init``; ``close`` is ``layer_store_exit``. The operations
+    containers-storage has beyond the seed's (names, changes, applydiff, layer data,
+    status) come from ``LayerOperations``."""
 
     def __init__(self, root: Path, log: EventLog, index: Index, driver_name: str, owner: Holder,
-                 check_driver: bool = True):
+                 check_driver: bool = True, driver_options: dict | None = None):
         self.root = root
         self.log = log
         self.index = index
         self.driver_name = driver_name
+        self.driver_options = dict(driver_options or {})  # keyword arguments of the driver
         self._driver: Driver | None = None
         self._check_driver = check_driver
         self.owner = owner  # who holds taken through this handle belong to
@@ -127,17 +131,20 @@ class LayerStore:
     def driver(self) -> Driver:
         """The storage driver, opened on first use (most reads never need it)."""
         if self._driver is None:
-            self._driver = open_driver(self.driver_name, self.root, check=self._check_driver)
+            self._driver = open_driver(self.driver_name, self.root, check=self._check_driver,
+                                       options=self.driver_options)
         return self._driver
 
     # --- opening and closing -----------------------------------------------------------
 
     @classmethod
     def open(cls, root: str | os.PathLike, driver: str | None = None, *, readonly: bool = False,
-             owner: Holder | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> "LayerStore":
+             owner: Holder | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
+             driver_options: dict | None = None) -> "LayerStore":
         """Open (creating if needed) the store at ``root``: take the log and bring the
         read models up to date. It does not recover: ``eventstore.open_store`` (the
-        seed's ``layer_store_init``) opens and recovers."""
+        seed's ``layer_store_init``) opens and recovers. ``driver_options``: keyword
+        arguments of the driver (overlay: ``mountopt``, ``unmount_timeout``)."""
         faults.check_environment()
         if not os.fspath(root):
             raise errors.InvalidArgument("the store root is empty: name a directory")
@@ -164,7 +171,8 @@ class LayerStore:
                     raise
                 expectation = expectation.without_index()
                 log = _open_log(root, readonly, segment_size, expectation)
-            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=False)
+            store = cls(root, log, index, driver_name, owner or process.this_process(), check_driver=False,
+                        driver_options=driver_options)
             log.listener = store._foreign.append
             store._adopt_index(expectation)
             store._settle_driver(requested=driver)
@@ -444,6 +452,7 @@ class LayerStore:
         return self.index.lookup(ref)
 
     def exists(self, ref: str) -> bool:
+        """True when ``ref`` names a layer (``layer_store_exists``)."""
         return self.index.exists(ref)
 
     def listing(self) -> list[dict]:
@@ -455,15 +464,19 @@ class LayerStore:
         return self.index.layers()
 
     def by_digest(self, digest: str, compressed: bool = False) -> list[str]:
+        """Ids of the complete layers with that diff (or compressed) digest, oldest first."""
         return self.index.by_digest(digest, compressed)
 
     def by_compressed_digest(self, digest: str) -> list[str]:
+        """Ids of the complete layers with that compressed digest (``..._by_compress_digest``)."""
         return self.index.by_digest(digest, compressed=True)
 
     def by_diff_digest(self, digest: str) -> list[str]:
+        """Ids of the complete layers with that diff digest (``..._by_uncompress_digest``)."""
         return self.index.by_digest(digest, compressed=False)
 
     def hold_refs(self, ref: str) -> int:
+        """The layer's hold count (``layer_get_hold_refs``)."""
         return self.lookup(ref).hold_refs
 
     def usable(self, ref: str) -> LayerRecord:
@@ -471,9 +484,11 @@ class LayerStore:
         return require_usable(self.lookup(ref))
 
     def fs_info(self, ref: str):
+        """Bytes and inodes of the layer's own data (``layer_store_get_layer_fs_info``)."""
         return self.driver.fs_info(self.usable(ref).id)
 
     def metadata(self, ref: str) -> dict[str, str]:
+        """The driver's view of the layer (``layer_store_get_metadata_by_layer_id``)."""
         return self.driver.metadata(self.usable(ref).id)
 
     # --- the shared judgements of the store and recovery --------------------------------------
@@ -489,20 +504,27 @@ class LayerStore:
         return None
 
     def tarsplit_path(self, layer_id: str) -> Path:
+        """Where the layer's tar-split is (it may not exist)."""
         return self.tarsplit_dir / f"{layer_id}.tar-split"
 
     @property
     def tarsplit_dir(self) -> Path:
+        """The directory of every layer's tar-split."""
         return self.root / "tarsplit"
 
     def remove_data(self, layer_id: str) -> None:
-        """Remove every byte of a layer (driver data, tar-split); missing is fine.
-        Callers record why first: an intent or a delete in the log."""
+        """Remove every byte of a layer (driver data, tar-split, layer data, what an
+        interrupted diff apply left); missing is fine. Callers record why first: an
+        intent or a delete in the log."""
+        from eventstore import applydiff, layerdata
+
         self.driver.remove(layer_id)
         try:
             os.unlink(self.tarsplit_path(layer_id))
         except FileNotFoundError:
             pass
+        layerdata.remove_all(self.root, layer_id)
+        applydiff.discard(self, layer_id)
 
     # --- create ------------------------------------------------------------------------------
 
@@ -511,7 +533,8 @@ class LayerStore:
                compressed_digest: str | None = None, diff_digest: str | None = None,
                mount_label: str = "", max_size: int | None = None,
                progress: Callable[[int], None] | None = None, hold: Holder | None = None,
-               snapshot: ev.Snapshot | None = None) -> str:
+               snapshot: ev.Snapshot | None = None,
+               uid_map: list[ev.IDMapping] = (), gid_map: list[ev.IDMapping] = ()) -> str:
         """Create a layer (optionally filled from a tar stream); its id.
 
         An id that exists already with the same parent gets a hold and is returned (the
@@ -519,25 +542,34 @@ class LayerStore:
         handle owner's, or ``hold``'s; with ``hold``, a new layer is held too, in the
         same event batch that completes it (no delete can come between). ``snapshot``
         records what containerd knows of a layer it makes (``eventstore.containerd``).
+        ``uid_map``/``gid_map`` make an ID-mapped layer (``eventstore.idmap``): its
+        files are owned by the host ids the content's ids map to.
         """
         # every argument checked before the first event (docs/security.md)
         checked = check_create(layer_id, names, compressed_digest, diff_digest, max_size, mount_label)
         names, max_size = checked.names, checked.max_size
+        from eventstore.idmap import Owners, check as check_mapping
+
+        owners = Owners(uid_map, gid_map)
+        check_mapping(owners.uid_map, "uidmap")
+        check_mapping(owners.gid_map, "gidmap")
         with self.writing() as w:
-            parent_id = self.usable(parent).id if parent else None
+            parent_rec = self.usable(parent) if parent else None
+            parent_id = parent_rec.id if parent_rec else None
             if layer_id is not None:
                 existing = self.index.layer(layer_id)
                 if existing is not None:
                     return self._create_existing(w, existing, parent_id, hold or self.owner)
             else:
                 layer_id = self._new_id()
+            self._check_mapping(owners, parent_rec)
             w.append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
                                      driver=self.driver_name, owner=self.process, mount_label=mount_label,
-                                     snapshot=snapshot))
+                                     snapshot=snapshot, uid_map=owners.uid_map, gid_map=owners.gid_map))
         faults.point("store.create.after-intent")
         try:
-            result = self._fill(layer_id, parent_id, writable, content, compressed_digest, diff_digest,
-                                max_size, progress)
+            result = self._fill(layer_id, parent_rec, writable, content, compressed_digest, diff_digest,
+                                max_size, progress, owners)
         except BaseException as exc:
             self._undo_create(layer_id, exc)
             raise
@@ -560,11 +592,31 @@ class LayerStore:
             if self.index.layer(layer_id) is None:
                 return layer_id
 
-    def _fill(self, layer_id: str, parent_id: str | None, writable: bool, content: BinaryIO | None,
+    def _check_mapping(self, owners, parent_rec: LayerRecord | None) -> None:
+        """A stacking driver shows a parent's files as they are on disk: its child must
+        map ids as the parent does (a copying driver re-owns its copy instead)."""
+        if parent_rec is None or not self.driver.stacks_layers:
+            return
+        if (owners.uid_map, owners.gid_map) != (list(parent_rec.uid_map), list(parent_rec.gid_map)):
+            from eventstore.idmap import describe
+
+            raise errors.InvalidArgument(
+                f"on {self.driver_name}, a layer maps ids as its parent does: parent {parent_rec.id} has "
+                f"--uidmap '{describe(parent_rec.uid_map)}' --gidmap '{describe(parent_rec.gid_map)}'")
+
+    def _fill(self, layer_id: str, parent_rec: LayerRecord | None, writable: bool, content: BinaryIO | None,
               compressed_digest: str | None, diff_digest: str | None, max_size: int | None,
-              progress: Callable[[int], None] | None) -> dict:
-        self.driver.create(layer_id, parent_id, writable)
+              progress: Callable[[int], None] | None, owners) -> dict:
+        from eventstore.idmap import Owners, chown_root, shift_tree
+
+        self.driver.create(layer_id, parent_rec.id if parent_rec else None, writable)
         faults.point("store.create.after-driver")
+        if parent_rec is None:
+            chown_root(self.driver.diff_path(layer_id), owners)
+        elif not self.driver.stacks_layers:
+            parent_owners = Owners(parent_rec.uid_map, parent_rec.gid_map)
+            if (parent_owners.uid_map, parent_owners.gid_map) != (owners.uid_map, owners.gid_map):
+                shift_tree(self.driver.diff_path(layer_id), parent_owners, owners)
         result: dict = {}
         if content is not None:
             from eventstore.archive import DEFAULT_MAX_SIZE, import_layer
@@ -575,7 +627,8 @@ class LayerStore:
                 fsync_dir(self.root)
             imported = import_layer(content, self.driver.diff_path(layer_id), tarsplit,
                                     whiteout_format=self.driver.whiteout_format,
-                                    max_size=max_size or DEFAULT_MAX_SIZE, progress=progress)
+                                    max_size=max_size or DEFAULT_MAX_SIZE, progress=progress,
+                                    owners=owners or None)
             faults.point("store.create.after-import")
             for given, got, what in [(diff_digest, imported.diff_digest, "diff"),
                                      (compressed_digest, imported.compressed_digest, "compressed")]:
@@ -604,6 +657,7 @@ class LayerStore:
     # --- names --------------------------------------------------------------------------------
 
     def set_names(self, ref: str, names: list[str]) -> None:
+        """Make ``names`` the layer's names, exactly (a name another layer has is refused)."""
         names = check_names(names)
         with self.writing() as w:
             w.append(ev.NamesChanged(layer=self.lookup(ref).id, names=names))
@@ -715,7 +769,7 @@ class LayerStore:
         """Mount (``layer_store_mount``): the first mount mounts for real, later ones
         count; the path either way."""
         with self.writing() as w:
-            rec = self.usable(ref)
+            rec = require_not_applying(self.usable(ref))  # before the driver mounts anything
             stale = self.stale_mount(rec)
             if stale:
                 w.append(ev.MountsReconciled(layer=rec.id, count=0, reason=stale))
@@ -767,16 +821,30 @@ class LayerStore:
 
     # --- content out ----------------------------------------------------------------------------
 
-    def diff(self, ref: str) -> Iterator[bytes]:
+    def diff(self, ref: str, against: str | None = None) -> Iterator[bytes]:
         """The layer's changes as an uncompressed tar: byte for byte the tar it was
-        created from, or (made otherwise) a tar of its changes against its parent."""
+        created from, or (made otherwise) a tar of its changes against its parent — or
+        against the layer ``against``."""
         from eventstore.archive import diff_changes, export_layer
 
-        rec = self.usable(ref)
+        rec = require_not_applying(self.usable(ref))  # its data and tar-split are being swapped
+        if against is not None and self.lookup(against).id != rec.parent:
+            return self.diff_against(rec.id, against)
+        if not rec.has_tarsplit and (rec.uid_map or rec.gid_map):
+            return self.diff_against(rec.id, rec.parent) if rec.parent else self._diff_of_base(rec)
         if rec.has_tarsplit:
             return export_layer(self.driver.diff_path(rec.id), self.tarsplit_path(rec.id))
         parents = [self.driver.diff_path(p) for p in self.parents(rec.id)]
         return diff_changes(self.driver.diff_path(rec.id), parents, self.driver.whiteout_format)
+
+
+    def _diff_of_base(self, rec: LayerRecord) -> Iterator[bytes]:
+        """A tar of every file of a base layer without a tar-split, owners mapped back."""
+        from eventstore.archive.changetar import export_changes
+        from eventstore.idmap import Owners
+
+        changes = self.changes(rec.id)
+        return export_changes(self.driver.diff_path(rec.id), changes, Owners(rec.uid_map, rec.gid_map))
 
 
 class WriteSession:

@@ -33,12 +33,18 @@ def _nanoseconds(fraction: str) -> int:
 
 
 def parse_time(text: str) -> int:
-    """An ISO 8601 time (UTC if no zone) or seconds since the epoch, as nanoseconds.
+    """An ISO 8601 time (UTC if no zone), seconds since the epoch, or a duration before
+    now (``10m``, ``1h30m``, ``2d``), as nanoseconds.
 
     Exact: event times are nanoseconds, and a time copied from ``history`` must fall on
     the same side of every event as the event it was copied from (a float would not).
     """
+    from eventstore.timefmt import ago
+
     text = text.strip()
+    relative = ago(text)
+    if relative is not None:
+        return relative
     epoch = _EPOCH_SECONDS.match(text)
     if epoch:
         return int(epoch[1]) * 1_000_000_000 + _nanoseconds(epoch[2])
@@ -47,7 +53,8 @@ def parse_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(whole.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(f"invalid time {text!r}: want ISO 8601 (2026-11-27T10:00:00Z) or epoch seconds") from None
+        raise InvalidArgument(f"invalid time {text!r}: want ISO 8601 (2026-11-27T10:00:00Z), epoch seconds "
+                              f"or a duration ago (10m, 1h30m, 2d)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     delta = moment - _EPOCH
@@ -82,10 +89,17 @@ def history(store, layer: str | None = None, since: int | None = None, until: in
 
 def resolve_layer(store, ref: str) -> str:
     """The layer id ``ref`` names: a layer the store has (id, name or id prefix), else one
-    the log once had (id or unique id prefix), so that a deleted layer keeps its history."""
+    the log once had (id, unique id prefix, or a name it had — the last layer to have
+    it), so that a deleted layer keeps its history."""
     try:
         return store.lookup(ref).id
     except LayerNotFound:
+        named = store.index.conn.execute(
+            "SELECT layer FROM history WHERE type IN ('layer-created', 'names-changed') AND EXISTS "
+            "(SELECT 1 FROM json_each(details, '$.names') WHERE value = ?) ORDER BY lsn DESC LIMIT 1",
+            (ref,)).fetchone()
+        if named is not None:
+            return named[0]
         rows = store.index.conn.execute(
             "SELECT DISTINCT layer FROM history WHERE layer >= ? AND layer < ? ORDER BY layer LIMIT 2",
             (ref, ref + "\U0010ffff")).fetchall()

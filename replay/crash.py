@@ -397,13 +397,26 @@ def run(config: Config, out=None) -> list[PointResult]:
     print(f"workload {config.workload_name}: {len(plan.steps)} steps, {len(plan.sequence)} failpoints passed; "
           f"driver {config.driver}, seed {config.seed}, {what}", file=out)
     tasks = _tasks(config, plan)
+    from eventstore.progress import on_terminal
+
+    bar = on_terminal(len(tasks), "crash points", unit="point")  # (None off a terminal)
     if config.jobs > 1 and len(tasks) > 1:
         import multiprocessing
 
         with ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_run_task, [(config, plan, p, j) for p, j in tasks]))
+            results = []
+            for result in pool.map(_run_task, [(config, plan, p, j) for p, j in tasks]):
+                results.append(result)
+                if bar:
+                    bar.advance()
     else:
-        results = [_run_task((config, plan, p, j)) for p, j in tasks]
+        results = []
+        for p, j in tasks:
+            results.append(_run_task((config, plan, p, j)))
+            if bar:
+                bar.advance()
+    if bar:
+        bar.done()
     report(config, results, out, time.monotonic() - started)
     return results
 

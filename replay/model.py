@@ -24,12 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from eventstore.errors import (AmbiguousLayer, DigestMismatch, InvalidArgument, LayerExists, LayerInUse,
-                               LayerNotFound, NameInUse, NotHeld, NotMounted)
+                               LayerNotFound, NameInUse, NotHeld, NotMounted, RuleViolation)
 
 _ID = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX = frozenset("0123456789abcdef")
 MAX_NAME = 255
+MAX_DATA_KEY = 255
+MAX_DATA_ITEM = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Layer:
     content: Content | None = None
     holds: list[str] = field(default_factory=list)  # holder strings, oldest first
     mount_count: int = 0
+    data: dict[str, bytes] = field(default_factory=dict)  # layer data items
+    applied: bool = False  # a diff was applied: it has content of its own
 
     @property
     def hold_refs(self) -> int:
@@ -103,6 +107,12 @@ def _valid_name(name: object, what: str = "name") -> str:
     if "/" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidArgument(f"invalid {what} {name!r}")
     return name
+
+
+def _valid_key(key: object) -> str:
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_DATA_KEY or not key.isprintable():
+        raise InvalidArgument(f"invalid layer data key {key!r}")
+    return key
 
 
 def _valid_digest(digest: object) -> str:
@@ -209,6 +219,51 @@ class Model:
         self._check_names_free(layer.id, names)
         layer.names = list(names)
 
+    def add_names(self, ref: str, names: Iterable[str]) -> list[str]:
+        """The layer's names with ``names`` added (in order, each once)."""
+        names = [_valid_name(n) for n in names]
+        layer = self.lookup(ref)
+        wanted = list(dict.fromkeys([*layer.names, *names]))
+        self._check_names_free(layer.id, wanted)
+        layer.names = wanted
+        return list(wanted)
+
+    def remove_names(self, ref: str, names: Iterable[str]) -> list[str]:
+        names = [_valid_name(n) for n in names]
+        layer = self.lookup(ref)
+        layer.names = [n for n in layer.names if n not in names]
+        return list(layer.names)
+
+    def apply_diff(self, ref: str, content: Content) -> Content | None:
+        """Apply a tar to a writable layer nothing is built on or mounted from; the
+        layer is that tar when it had no content of its own, else it has no digest."""
+        layer = self.lookup(ref)
+        if not layer.writable:
+            raise RuleViolation(f"layer {layer.id}: read-only")
+        if layer.mount_count or self._has_children(layer.id):
+            raise LayerInUse(f"layer {layer.id}: mounted or a parent")
+        layer.content = content if not layer.applied and layer.content is None else None
+        layer.applied = True
+        return layer.content
+
+    def set_layer_data(self, ref: str, key: str, data: bytes) -> None:
+        _valid_key(key)
+        if len(data) > MAX_DATA_ITEM:
+            raise InvalidArgument(f"layer data item {key!r} too big")
+        self.lookup(ref).data[key] = bytes(data)
+
+    def layer_data(self, ref: str, key: str) -> bytes:
+        layer = self.lookup(ref)
+        if key not in layer.data:
+            raise LayerNotFound(f"layer {layer.id}: no data item {key!r}")
+        return layer.data[key]
+
+    def remove_layer_data(self, ref: str, key: str) -> None:
+        layer = self.lookup(ref)
+        if key not in layer.data:
+            raise LayerNotFound(f"layer {layer.id}: no data item {key!r}")
+        del layer.data[key]
+
     def hold(self, ref: str, *, lease: str | None = None, actor: str = "pid:me") -> int:
         holder = lease_holder(_valid_name(lease, "lease")) if lease is not None else actor
         layer = self.lookup(ref)
@@ -308,14 +363,21 @@ class Model:
                              layer.content.diff_digest if layer.content else "",
                              layer.content.compressed_digest if layer.content else "",
                              sorted(h[6:] for h in layer.holds if is_lease(h)),
-                             sum(1 for h in layer.holds if not is_lease(h)), layer.mount_count)
+                             sum(1 for h in layer.holds if not is_lease(h)), layer.mount_count,
+                             {key: _digest(value) for key, value in layer.data.items()})
                 for layer in self.layers.values()]
 
 
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def _observation(layer_id, parent, names, writable, diff_digest, compressed_digest, leases,
-                 process_holds, mount_count) -> tuple:
+                 process_holds, mount_count, data=None) -> tuple:
     return (layer_id, parent, tuple(names), bool(writable), diff_digest or "", compressed_digest or "",
-            tuple(leases), process_holds, mount_count)
+            tuple(leases), process_holds, mount_count, tuple(sorted((data or {}).items())))
 
 
 def observe_store(store) -> list[tuple]:
@@ -329,7 +391,7 @@ def observe_store(store) -> list[tuple]:
         leases = sorted(h.lease for h in rec.holds if h.lease)
         found.append(_observation(rec.id, rec.parent, rec.names, rec.writable, rec.diff_digest,
                                   rec.compressed_digest, leases, sum(1 for h in rec.holds if not h.lease),
-                                  rec.mount_count))
+                                  rec.mount_count, {key: item.digest for key, item in rec.data.items()}))
         if rec.incomplete or rec.quarantined:
             found[-1] += ("incomplete" if rec.incomplete else "quarantined",)
     return found
@@ -338,7 +400,7 @@ def observe_store(store) -> list[tuple]:
 def describe_difference(want: list[tuple], have: list[tuple]) -> str:
     """One line naming the first layer where two observations differ."""
     fields = ("id", "parent", "names", "writable", "diff-digest", "compressed-digest", "leases",
-              "process-holds", "mount-count", "state")
+              "process-holds", "mount-count", "layer-data", "state")
     wanted = {o[0]: o for o in want}
     had = {o[0]: o for o in have}
     for layer_id in list(wanted) + [i for i in had if i not in wanted]:

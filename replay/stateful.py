@@ -198,6 +198,39 @@ class StoreMachine(RuleBasedStateMachine):
         ref, names = data.draw(self.refs(), label="ref"), data.draw(self.names(), label="names")
         self.both("names", lambda: self.store.set_names(ref, names), lambda: self.model.set_names(ref, names))
 
+    @rule(data=st.data(), adding=st.booleans())
+    def add_or_remove_names(self, data, adding):
+        ref, names = data.draw(self.refs(), label="ref"), data.draw(self.names(), label="names")
+        if adding:
+            self.both("add_names", lambda: self.store.add_names(ref, names), lambda: self.model.add_names(ref, names))
+        else:
+            self.both("remove_names", lambda: self.store.remove_names(ref, names),
+                      lambda: self.model.remove_names(ref, names))
+
+    @rule(data=st.data(), action=st.sampled_from(["set", "get", "remove"]),
+          key=st.sampled_from(["manifest", "signature", "", "bad\nkey"]), value=st.binary(max_size=64))
+    def layer_data(self, data, action, key, value):
+        ref = data.draw(self.refs(), label="ref")
+        if action == "set":
+            self.both("set_layer_data", lambda: self.store.set_layer_data(ref, key, value),
+                      lambda: self.model.set_layer_data(ref, key, value))
+        elif action == "remove":
+            self.both("remove_layer_data", lambda: self.store.remove_layer_data(ref, key),
+                      lambda: self.model.remove_layer_data(ref, key))
+        else:
+            got = self.both("layer_data", lambda: self.store.layer_data(ref, key),
+                            lambda: self.model.layer_data(ref, key))
+            if got is not None:
+                assert got == self.model.layer_data(ref, key), f"layer_data({ref!r}, {key!r})"
+
+    @precondition(lambda self: self.fixtures)
+    @rule(data=st.data())
+    def apply_diff(self, data):
+        ref = data.draw(self.refs(), label="ref")
+        stream, content = self.fixtures[data.draw(st.sampled_from(sorted(self.fixtures)), label="tar")]
+        self.both("apply_diff", lambda: self.store.apply_diff(ref, io.BytesIO(stream)),
+                  lambda: self.model.apply_diff(ref, content))
+
     @rule(data=st.data(), force=st.booleans())
     def delete(self, data, force):
         ref = data.draw(self.refs(), label="ref")

@@ -26,7 +26,8 @@ def events(store) -> list[tuple[int, object]]:
 
 
 def history_json(root: Path, *args: str) -> list[dict]:
-    return json.loads(cli_ok(root, "--json", "history", *args))
+    """``history --json``: one JSON object a line, so that a pipeline can read it as it comes."""
+    return [json.loads(line) for line in cli_ok(root, "--json", "history", *args).splitlines()]
 
 
 def exact(ns: int) -> str:

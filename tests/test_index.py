@@ -16,6 +16,7 @@ from eventstore import events as ev
 from eventstore.errors import LostRecords
 from eventstore.events import Holder
 from eventstore.index import Index
+from eventstore.process import this_process
 from eventstore.log import EventLog
 from eventstore.opener import open_store
 from eventstore.store import LayerStore
@@ -134,7 +135,7 @@ def test_digest_queries_find_complete_layers_in_creation_order(tmp_path: Path):
     """Written into the log directly: content import is another module's job."""
     root = tmp_path / "store"
     diff, other, packed = ("sha256:" + c * 64 for c in "123")
-    alive = Holder(pid=os.getpid(), start=0, boot="")
+    alive = this_process()  # the fourth layer's creator is alive: it is being created, and listed
     ids = [c * 64 for c in "abcd"]
     with EventLog.open(root) as log:
         for layer_id, diff_digest in zip(ids, [diff, other, diff, diff]):

@@ -30,10 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from eventstore.archive import writer
+from eventstore.archive.extract import RESERVED_XATTRS
 from eventstore.errors import InvalidArgument, StorageError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_SKIPPED_XATTRS = (b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.")
+_SKIPPED_XATTRS = RESERVED_XATTRS  # the overlay drivers' own: never part of a layer's content
 WHITEOUT = b".wh."
 OPAQUE = b".wh..wh..opq"
 OPAQUE_XATTR = b"trusted.overlay.opaque"

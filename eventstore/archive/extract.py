@@ -78,15 +78,22 @@ class Extractor:
     """Applies the entries of one tar to ``root_fd`` ("overlay", "fuse-overlayfs" or
     "delete" whiteouts)."""
 
-    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter):
+    def __init__(self, root_fd: int, whiteout_format: str, split: TarSplitWriter, owners=None,
+                 onto_content: bool = False):
+        # owners: an ``eventstore.idmap.Owners`` for an ID-mapped layer (the tar's ids
+        # are written as the host ids they map to), or None
+        self._owners = owners
         self._overlay = whiteout_format in ("overlay", "fuse-overlayfs")
         self._fuse = whiteout_format == "fuse-overlayfs"
         self._rootless = is_rootless()
         self._split = split
         self._root_fd = root_fd
-        # delete format only: real paths this tar made, and their ancestors (an opaque
-        # marker hides what lower layers put in a directory, not what this one did)
-        self._touched: set[bytes] | None = None if self._overlay else set()
+        # real paths this tar made, and their ancestors: an opaque marker hides what
+        # lower layers put in a directory, not what this one did. Overlay marks the
+        # directory instead, and needs them only when the tar applies onto a layer's
+        # own content (applydiff): that content is "lower" than the tar too.
+        self._onto_content = onto_content
+        self._touched: set[bytes] | None = set() if onto_content or not self._overlay else None
         self.resolver = Resolver(root_fd, on_created=self._touch)
         self._refs: dict[bytes, tuple[int, int, list[tuple[int, int]] | None]] = {}
         self._dir_times: dict[bytes, tuple[int, int]] = {}
@@ -264,12 +271,12 @@ class Extractor:
 
     def _whiteout(self, entry: Entry, parent_fd: int, parent_real: bytes, base: bytes) -> None:
         if base == OPAQUE_MARKER:
+            if not self._overlay or self._onto_content:
+                self._prune(parent_fd, None, parent_real, keep_touched=True)
             if self._fuse:
                 _mark_opaque_for_fuse(parent_fd)
             elif self._overlay:
                 _set_xattr_fd(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
-            else:
-                self._prune(parent_fd, None, parent_real, keep_touched=True)
             return
         if base.startswith(AUFS_META):
             return  # aufs bookkeeping below the root: nothing to apply either
@@ -390,6 +397,12 @@ class Extractor:
 
     # --- metadata -------------------------------------------------------------------
 
+    def _ids(self, entry: Entry) -> tuple[int, int]:
+        """The owner the entry's file gets: the tar's, or what the layer maps it to."""
+        if self._owners is None:
+            return entry.uid, entry.gid
+        return self._owners.host(entry.uid, entry.gid, f"entry {_show(entry.name)!r}")
+
     def _metadata_fd(self, entry: Entry, fd: int) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears
         security.capability)."""
@@ -426,13 +439,15 @@ class Extractor:
         _set_times(parent_fd, base, _atime(entry), entry.mtime_ns)
 
     def _chown(self, target: int | bytes, entry: Entry, parent_fd: int | None = None) -> None:
-        """Give ``target`` (an fd, or a name in ``parent_fd``) the entry's owner; a
-        rootless process keeps what it cannot give (EPERM, or EINVAL: no mapping)."""
+        """Give ``target`` (an fd, or a name in ``parent_fd``) the entry's owner (or the
+        host ids an ID-mapped layer maps it to); a rootless process keeps what it
+        cannot give (EPERM, or EINVAL: no mapping)."""
+        uid, gid = self._ids(entry)
         try:
             if parent_fd is None:
-                os.fchown(target, entry.uid, entry.gid)
+                os.fchown(target, uid, gid)
             else:
-                os.chown(target, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+                os.chown(target, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         except OSError as err:
             if not (self._rootless and err.errno in (errno.EPERM, errno.EINVAL)):
                 raise

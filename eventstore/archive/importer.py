@@ -39,14 +39,18 @@ class ImportResult(msgspec.Struct, frozen=True):
 
 def import_layer(stream: BinaryIO, target: Path, tarsplit_path: Path, *,
                  whiteout_format: str, max_size: int = DEFAULT_MAX_SIZE,
-                 progress: Callable[[int], None] | None = None) -> ImportResult:
+                 progress: Callable[[int], None] | None = None, owners=None,
+                 onto_content: bool = False) -> ImportResult:
     """Read ``stream`` once: extract it into ``target``, write the tar-split to
     ``tarsplit_path``, and return the digests and sizes.
 
     Raises ContentRejected for a malformed, hostile or oversized stream (nothing is
     ever written outside ``target`` and ``tarsplit_path``; a partial tar-split is
     removed, the partial tree is the caller's to remove). The extracted tree is not
-    synced (the store does that); the tar-split is.
+    synced (the store does that); the tar-split is. ``owners`` (an
+    ``eventstore.idmap.Owners``) shifts the tar's ids for an ID-mapped layer;
+    ``onto_content``: ``target`` holds a layer's content the tar applies onto (an
+    opaque directory then hides it too, whatever the whiteout format).
     """
     _check_arguments(stream, target, tarsplit_path, whiteout_format, max_size)
     root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -58,7 +62,7 @@ def import_layer(stream: BinaryIO, target: Path, tarsplit_path: Path, *,
         raise InvalidArgument(f"tar-split path {tarsplit_path} exists already") from None
     done = False
     try:
-        result = _run(stream, root_fd, split_fd, whiteout_format, max_size, progress)
+        result = _run(stream, root_fd, split_fd, whiteout_format, max_size, progress, owners, onto_content)
         fsync_dir(Path(tarsplit_path).parent)
         done = True
         return result
@@ -87,11 +91,11 @@ def _check_arguments(stream, target, tarsplit_path, whiteout_format, max_size) -
 
 
 def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: int,
-         progress) -> ImportResult:
+         progress, owners=None, onto_content: bool = False) -> ImportResult:
     split = TarSplitWriter(split_fd)
-    extractor = Extractor(root_fd, whiteout_format, split)
+    extractor = Extractor(root_fd, whiteout_format, split, owners or None, onto_content)
     entry: Entry | None = None
-    source = None
+    source = reader = None
     try:
         source = LayerSource(stream, max_size, progress)
         reader = TarReader(source.chunks(), split, max_size)
@@ -104,6 +108,8 @@ def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: in
     except ResolveError as err:
         raise ContentRejected(f"{_where(entry)}: {err}") from None
     except (TarError, HeaderError) as err:
+        if reader is not None and reader.entries_read == 0:  # not one valid header: no tar at all
+            raise ContentRejected(f"not a tar archive (nor a compressed one): {err}") from None
         raise ContentRejected(f"layer refused: {err}") from None
     except StreamError as err:
         inside = f" (reading {_where(entry)})" if entry is not None else ""

@@ -39,10 +39,11 @@ def driver_class(name: str) -> type[Driver]:
     return entry
 
 
-def open_driver(name: str, root: Path, check: bool = True) -> Driver:
+def open_driver(name: str, root: Path, check: bool = True, options: dict | None = None) -> Driver:
     """The driver ``name`` with its home under the store root; ``check`` first asks
-    the driver whether it can run here (a test mount for overlay)."""
-    from eventstore.errors import DriverError
+    the driver whether it can run here (a test mount for overlay). ``options``: the
+    driver's keyword arguments (from the config file's driver options)."""
+    from eventstore.errors import DriverError, InvalidArgument
 
     cls = driver_class(name)
     # drivers sharing one layout share one home (fuse-overlayfs uses overlay's), so a
@@ -51,7 +52,10 @@ def open_driver(name: str, root: Path, check: bool = True) -> Driver:
     reason = cls.supported(home) if check else None
     if reason:
         raise DriverError(f"driver {name} cannot run here: {reason}")
-    return cls(home)
+    try:
+        return cls(home, **(options or {}))
+    except TypeError as exc:
+        raise InvalidArgument(f"driver {name}: unknown option ({exc})") from None
 
 
 def default_driver(root: Path) -> str:

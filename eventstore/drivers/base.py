@@ -79,6 +79,12 @@ class Driver(abc.ABC):
     #: ``name`` (drivers with one layout share one: fuse-overlayfs uses overlay's)
     home_name: str = ""
 
+    #: True when a layer's ``diff_path`` holds only its own changes and its parents show
+    #: through a mount (overlay's layout): its changes are its own directory, and a
+    #: whole view of it is a mount. False for drivers whose layer directory is the
+    #: whole tree (vfs copies, btrfs snapshots).
+    stacks_layers: bool = False
+
     def __init__(self, home: Path):
         self.home = Path(home)
 
@@ -181,6 +187,45 @@ class Driver(abc.ABC):
             more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
             raise ForeignMount(f"layer {layer_id}: {shown(foreign[0])} is mounted inside it{more}, "
                                "not by the store: unmount it first", foreign[0])
+    def staging_path(self, layer_id: str) -> Path:
+        """Where a staged copy of the layer's data is built (``applydiff``): on the
+        filesystem of ``diff_path`` (it is swapped in by a rename), never listed by
+        ``layers``. Drivers whose home lists every directory as a layer override it."""
+        return self.home / "staging" / checked_layer_id(layer_id)
+
+    def stage(self, layer_id: str) -> Path:
+        """A writable copy of the layer's data at ``staging_path`` (``applydiff``
+        applies a tar to it, then exchanges it with the data); the copy's path. This
+        default copies with ``cp -a``, sharing extents where the filesystem can."""
+        import subprocess
+
+        from eventstore.errors import StorageError
+
+        source, target = self.diff_path(layer_id), self.staging_path(layer_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # cp -a keeps owners, modes, times, xattrs (overlay's opaque markers too),
+        # device nodes and hardlinks
+        done = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", "--", str(source),
+                               str(target)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if done.returncode:
+            lines = done.stderr.strip().splitlines()
+            raise StorageError(f"cannot stage a copy of {source}: {lines[-1] if lines else done.returncode}")
+        return target
+
+    def unstage(self, layer_id: str) -> None:
+        """Remove what ``staging_path`` holds (the staged copy, or after the exchange
+        the old data), never crossing a mount; nothing there is fine."""
+        from eventstore.removal import remove_tree
+
+        path = self.staging_path(layer_id)
+        if os.path.lexists(path):
+            remove_tree(path)
+
+    def view_dirs(self, layer_id: str) -> list[Path]:
+        """For a driver that stacks layers (whiteout format "overlay"): the dirs a
+        read-only view of the layer stacks, top first. A copying driver's
+        ``diff_path`` is its whole view already."""
+        return [self.diff_path(layer_id)]
 
     def status(self) -> dict[str, str]:
         """Facts about the driver for ``layerstore info``."""

@@ -43,6 +43,7 @@ from eventstore.drivers import btrfs_ioctl as ioctl
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
 from eventstore.errors import DriverError
 from eventstore.fsutil import fsync_dir
+from eventstore.removal import refuse_mounts
 from eventstore.rootless import is_rootless
 
 SYSFS_BTRFS = Path("/sys/fs/btrfs")
@@ -170,6 +171,35 @@ class BtrfsDriver(Driver):
         if os.path.lexists(mark):
             mark.unlink()
             fsync_dir(self.read_only_dir)
+
+    def stage(self, layer_id: str) -> Path:
+        """A writable snapshot of the layer's subvolume (the data stays a subvolume once
+        ``applydiff`` exchanges the two: its children are snapshots of it)."""
+        staging = self.staging_path(layer_id)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        source = self._open_subvolume(layer_id, self._existing_dir(layer_id))
+        try:
+            dir_fd = os.open(staging.parent, _DIR_FLAGS)
+            try:
+                ioctl.snapshot(source, dir_fd, staging.name)
+            finally:
+                os.close(dir_fd)
+        except OSError as err:
+            raise DriverError(f"layer {layer_id}: cannot stage a snapshot of it: {err.strerror or err}") from err
+        finally:
+            os.close(source)
+        return staging
+
+    def unstage(self, layer_id: str) -> None:
+        staging = self.staging_path(layer_id)
+        if not os.path.lexists(staging):
+            return
+        refuse_mounts(staging)  # never delete through a mount
+        dir_fd = os.open(staging.parent, _DIR_FLAGS)
+        try:
+            _destroy_in(dir_fd, staging.name)
+        finally:
+            os.close(dir_fd)
 
     def check_layer(self, layer_id: str, parents: list[str]) -> list[str]:
         return [] if self._dir(layer_id).is_dir() else [f"layer {layer_id}: driver data missing"]

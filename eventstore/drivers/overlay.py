@@ -13,14 +13,17 @@ Decisions, and why:
 - overlay wants at least one lower dir, so a layer without a parent is mounted over
   its own empty ``empty`` dir. It lives inside the layer (not shared in home) so that
   every byte of a layer sits under ``<home>/<id>`` and ``remove`` leaves nothing behind.
-- mount(2) copies at most one page of options and silently drops the rest. On 6.18 a
-  cut that falls between two lower dirs *succeeds*: a read-only mount of fewer layers,
-  no upper dir, no error. So we measure the string: when it does not fit with absolute
-  paths, it is built from paths relative to home (``l/<short>`` is 28 bytes a layer) and
-  the mount is done by a forked child that chdir's to home; the parent's working
-  directory is process-wide state that other threads rely on, so we never change it.
-  When even that does not fit, we refuse rather than mount something else.
-- a chain holds at most ``MAX_DEPTH`` parents (as containers-storage), which keeps the
+- mounts go through the kernel's new mount API where it has overlay's ``lowerdir+``
+  (Linux 6.8+; ``eventstore.mountapi``): one fsconfig call per lower dir, so a chain
+  reaches the kernel's stack limit, ``OVERLAY_MAX_STACK`` (500) parents.
+- elsewhere, mount(2): it copies at most one page of options and silently drops the
+  rest. On 6.18 a cut that falls between two lower dirs *succeeds*: a read-only mount of
+  fewer layers, no upper dir, no error. So we measure the string: when it does not fit
+  with absolute paths, it is built from paths relative to home (``l/<short>`` is 28
+  bytes a layer) and the mount is done by a forked child that chdir's to home; the
+  parent's working directory is process-wide state that other threads rely on, so we
+  never change it. When even that does not fit, we refuse rather than mount something
+  else. There a chain holds at most ``MAX_DEPTH`` (128) parents, which keeps the
   relative string within a page for 64-character ids.
 - every layer is mounted read-write over its ``diff``, writable or not, as
   containers-storage does: who may write is the store's rule, not the mount's.
@@ -44,9 +47,9 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore import faults
+from eventstore import faults, mountapi
 from eventstore.drivers.base import Driver, FsInfo, checked_layer_id, is_valid_layer_id, tree_usage
-from eventstore.errors import DriverError, ForeignMount, LayerStoreError
+from eventstore.errors import DriverError, ForeignMount, InvalidArgument, LayerStoreError
 from eventstore.fsutil import write_atomic
 from eventstore.mounts import MNT_DETACH, mount_points, mounts_under, real_path, umount
 from eventstore.private import make_dir
@@ -78,9 +81,10 @@ class MountPlan(msgspec.Struct, frozen=True):
     relative: bool
 
 
-def _sys_mount(target: bytes, options: bytes) -> int:
-    """mount(2) an overlay on ``target``; 0 or the errno."""
-    if _libc.mount(b"overlay", target, b"overlay", 0, options) == 0:
+def _sys_mount(target: bytes, options: bytes, flags: int = 0) -> int:
+    """mount(2) an overlay on ``target``; 0 or the errno. ``flags``: MS_NOSUID,
+    MS_NODEV, MS_NOEXEC (the same bits as the new API's MOUNT_ATTR_*)."""
+    if _libc.mount(b"overlay", target, b"overlay", flags, options) == 0:
         return 0
     return ctypes.get_errno()
 
@@ -100,12 +104,28 @@ class OverlayDriver(Driver):
     name = "overlay"
     whiteout_format = "overlay"
     own_fstypes: tuple[str, ...] = ("overlay",)  # what the driver itself mounts on merged/
+    stacks_layers = True
 
-    def __init__(self, home: Path, unmount_timeout: float = 2.0):
+    def __init__(self, home: Path, unmount_timeout: float = 2.0, mountopt: str = "",
+                 new_mount_api: bool | None = None):
         super().__init__(Path(home).absolute())
         self.links_dir = self.home / LINKS_DIR
         #: how long ``unmount`` retries a busy mount before it reports the layer
-        self.unmount_timeout = unmount_timeout
+        self.unmount_timeout = float(unmount_timeout)
+        #: mount flags for every layer mount (``nodev,nosuid,noexec``), as
+        #: containers-storage's ``overlay.mountopt``
+        try:
+            self.mount_flags = mountapi.mount_attrs([o for o in str(mountopt).split(",") if o])
+        except ValueError as err:
+            raise InvalidArgument(f"overlay mountopt: {err}") from None
+        #: mount through the new mount API (None: where the kernel has it)
+        self.new_mount_api = mountapi.available() if new_mount_api is None else new_mount_api
+
+    @property
+    def max_depth(self) -> int:
+        """The parents a layer may have: the kernel's stack limit through the new mount
+        API, else what one page of mount(2) options holds."""
+        return mountapi.OVERLAY_MAX_STACK if self.new_mount_api else MAX_DEPTH
 
     # --- can it run here -----------------------------------------------------------
 
@@ -160,8 +180,8 @@ class OverlayDriver(Driver):
         except FileNotFoundError:
             raise DriverError(f"layer {layer_id}: parent {parent_id} is not in the overlay driver") from None
         chain = [f"{LINKS_DIR}/{parent_short}", *self._read_lower(parent)]
-        if len(chain) > MAX_DEPTH:
-            raise DriverError(f"layer {layer_id}: {len(chain)} parents, overlay allows at most {MAX_DEPTH}")
+        if len(chain) > self.max_depth:
+            raise DriverError(f"layer {layer_id}: {len(chain)} parents, overlay allows at most {self.max_depth}")
         return ":".join(chain)
 
     def _make_short_link(self, layer_id: str, layer: Path) -> None:
@@ -320,6 +340,8 @@ class OverlayDriver(Driver):
 
     def mount(self, layer_id: str, mount_label: str = "") -> Path:
         merged = self.mount_path(layer_id)
+        if self.new_mount_api:
+            return self._mount_new_api(layer_id, merged, mount_label)
         plan = self.mount_plan(layer_id, mount_label)
         if self.is_mounted(layer_id):
             return merged
@@ -328,10 +350,33 @@ class OverlayDriver(Driver):
         if plan.relative:
             code = self._mount_from_home(os.fsencode(merged), options)
         else:
-            code = _sys_mount(os.fsencode(merged), options)
+            code = _sys_mount(os.fsencode(merged), options, self.mount_flags)
         if code != 0:
             raise DriverError(f"layer {layer_id}: overlay mount failed: {_errno_text(code)}")
         return merged
+
+    def _mount_new_api(self, layer_id: str, merged: Path, mount_label: str) -> Path:
+        layer = self._existing_dir(layer_id)
+        lowers = self._lower_diff_dirs(layer_id, layer) or [layer / "empty"]
+        if self.is_mounted(layer_id):
+            return merged
+        faults.point("driver.overlay.mount")
+        try:
+            mountapi.mount_overlay(merged, lowers, layer / "diff", layer / "work", label=mount_label,
+                                   attrs=self.mount_flags)
+        except mountapi.MountFailed as err:
+            raise DriverError(f"layer {layer_id}: overlay mount failed: {err.strerror}") from None
+        return merged
+
+    def view_dirs(self, layer_id: str) -> list[Path]:
+        """The directories a read-only view of the layer stacks, top first: its own
+        diff, its parents', and for a base layer its empty dir (a view needs two)."""
+        layer = self._existing_dir(layer_id)
+        return [layer / "diff", *(self._lower_diff_dirs(layer_id, layer) or [layer / "empty"])]
+
+    def staging_path(self, layer_id: str) -> Path:
+        """Inside the layer's directory: removed with it, never taken for a layer."""
+        return self._dir(layer_id) / "staging"
 
     def mount_plan(self, layer_id: str, mount_label: str = "") -> MountPlan:
         """The options ``mount`` uses: absolute paths when they fit in a page, else
@@ -360,7 +405,7 @@ class OverlayDriver(Driver):
             code = errno.EIO
             try:
                 os.chdir(home)
-                code = _sys_mount(target, options)
+                code = _sys_mount(target, options, self.mount_flags)
             except OSError as err:
                 code = err.errno or errno.EIO
             finally:

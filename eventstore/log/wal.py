@@ -446,6 +446,7 @@ class EventLog:
 
     @property
     def last_lsn(self) -> int:
+        """The LSN of the last event read or written (0: none)."""
         return self._tail.lsn - 1
 
     def records(self, start: Position | None = None, until: Position | None = None) -> Iterator[LogRecord]:

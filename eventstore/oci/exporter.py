@@ -59,9 +59,11 @@ def host_platform() -> Platform:
 
 
 def export_oci(store: LayerStore, ref: str, path: str | os.PathLike, tag: str = "latest", *,
-               compression: str = "gzip", platform: Platform | None = None) -> ExportResult:
+               compression: str = "gzip", platform: Platform | None = None, progress=None) -> ExportResult:
     """Write the chain ending at layer ``ref`` to the OCI layout at ``path`` (created if
-    missing), tagged ``tag`` (an image with that tag already there is replaced)."""
+    missing), tagged ``tag`` (an image with that tag already there is replaced).
+    ``progress(rec)``, when given, returns for each layer a callable taking the bytes
+    written so far (with ``done()``), or None."""
     if compression not in COMPRESSIONS:
         raise errors.InvalidArgument(f"compression {compression!r}: want one of {', '.join(COMPRESSIONS)}")
     check_tag(tag)
@@ -72,7 +74,8 @@ def export_oci(store: LayerStore, ref: str, path: str | os.PathLike, tag: str = 
     try:
         chain = _chain(store, top)
         layout = _open_layout(Path(path))
-        layers = [_write_layer(store, layout, rec, compression) for rec in chain]
+        layers = [_write_layer(store, layout, rec, compression, progress(rec) if progress else None)
+                  for rec in chain]
         config = {"architecture": platform.architecture, "os": platform.os,
                   "rootfs": {"type": "layers", "diff_ids": [layer.diff_digest for layer in layers]}}
         if platform.variant:
@@ -115,14 +118,23 @@ def _open_layout(path: Path) -> Path:
     return path
 
 
-def _write_layer(store: LayerStore, layout: Path, rec: LayerRecord, compression: str) -> ExportedLayer:
+def _write_layer(store: LayerStore, layout: Path, rec: LayerRecord, compression: str, progress=None
+                 ) -> ExportedLayer:
     diff_hash = hashlib.sha256()
-    with _BlobWriter(layout) as blob:
-        with compressing(compression, blob) as sink:
-            for chunk in store.diff(rec.id):
-                diff_hash.update(chunk)
-                sink.write(chunk)
-        digest, size = blob.commit()
+    written = 0
+    try:
+        with _BlobWriter(layout) as blob:
+            with compressing(compression, blob) as sink:
+                for chunk in store.diff(rec.id):
+                    diff_hash.update(chunk)
+                    sink.write(chunk)
+                    if progress is not None:
+                        written += len(chunk)
+                        progress(written)
+            digest, size = blob.commit()
+    finally:
+        if progress is not None:
+            progress.done()
     return ExportedLayer(id=rec.id, diff_digest="sha256:" + diff_hash.hexdigest(), digest=digest, size=size,
                          media_type=OCI_LAYER_TYPE[compression])
 
@@ -191,3 +203,10 @@ class _BlobWriter:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def terminal_progress(rec: LayerRecord):
+    """A bar on stderr for each layer written (the CLI's, on a terminal)."""
+    from eventstore.progress import on_terminal
+
+    return on_terminal(rec.diff_size if rec.diff_size > 0 else None, f"layer {rec.id[:12]}")

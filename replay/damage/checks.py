@@ -155,7 +155,8 @@ def check_write(run: CaseRun, hold: CommandResult, history: CommandResult) -> li
                             f"'{history.shown()}' exits {history.exit}: {history.error()}")
         return problems
     try:
-        events = [e for e in json.loads(history.stdout or "[]")
+        # one JSON object a line (``history --json``)
+        events = [e for e in map(json.loads, history.stdout.splitlines())
                   if (e.get("details", {}).get("holder") or {}).get("lease") == WRITE_LEASE]
     except ValueError:
         return [f"'{history.shown()}' printed no JSON: {history.stdout[:120]!r}"]

@@ -3,6 +3,7 @@ errors, and bad input refused with the store unchanged. Every test runs the real
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -19,10 +20,10 @@ from tests.store.support import dump_index_file, is_mounted, last_lsn_on_disk, u
 from .support import cli, fails, ok, ok_json
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-LAYER_FIELDS = {
-    "id", "names", "parent", "created", "compressed-diff-digest", "compressed-size", "diff-digest", "diff-size",
-    "compression", "incomplete", "writable", "driver", "hold-refs", "mount-count", "mount-point",
-}
+# always there; strings and lists only when not empty, sizes only when known (as
+# containers-storage leaves out empty fields)
+LAYER_FIELDS = {"id", "created", "incomplete", "writable", "driver", "hold-refs", "mount-count"}
+CONTENT_FIELDS = {"compressed-diff-digest", "compressed-size", "diff-digest", "diff-size", "compression"}
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +89,7 @@ def test_mount_prints_the_path_and_the_same_path_again(root: Path):
     assert ok_json(root, "layer", layer_id)["mount-point"] == path.strip()
     assert ok(root, "umount", layer_id) == "1\n"
     assert ok(root, "umount", layer_id) == "0\n"
-    assert ok_json(root, "layer", layer_id)["mount-point"] == ""
+    assert "mount-point" not in ok_json(root, "layer", layer_id)
 
 
 def test_json_layer_is_one_object_with_the_storage_field_names(root: Path):
@@ -106,7 +107,8 @@ def test_json_layer_is_one_object_with_the_storage_field_names(root: Path):
     assert Path(layer["mount-point"]).is_dir()
     created = datetime.fromisoformat(layer["created"].replace("Z", "+00:00"))
     assert before <= created <= datetime.now(timezone.utc)
-    assert ok_json(root, "layer", base)["parent"] == ""
+    assert "parent" not in ok_json(root, "layer", base) and "names" in ok_json(root, "layer", base)
+    assert not ({"mount-point", "quarantined", "uidmap", "gidmap"} & set(ok_json(root, "layer", base)))
 
 
 def test_json_layers_is_a_list_in_creation_order(root: Path):
@@ -114,6 +116,7 @@ def test_json_layers_is_a_list_in_creation_order(root: Path):
     layers = ok_json(root, "layers")
     assert isinstance(layers, list) and [layer["id"] for layer in layers] == ids
     assert all(LAYER_FIELDS <= set(layer) for layer in layers)
+    assert not any(CONTENT_FIELDS & set(layer) for layer in layers)  # no content: no digests, no sizes
     assert ok(root, "layers").splitlines() == ids
 
 
@@ -137,7 +140,7 @@ def test_history_lists_what_happened_to_a_layer(root: Path):
     ok(root, "mount", layer_id)
     ok(root, "umount", layer_id)
     ok(root, "release", layer_id, "--lease", "a")
-    history = ok_json(root, "history", layer_id)
+    history = [json.loads(line) for line in ok(root, "history", layer_id, as_json=True).splitlines()]  # JSON lines
     assert [h["type"] for h in history] == ["layer-created", "layer-completed", "hold-added", "layer-mounted",
                                             "layer-unmounted", "hold-released"]
     assert all(h["layer"] == layer_id and h["actor"]["pid"] > 0 for h in history)
@@ -193,7 +196,7 @@ def test_delete_removes_the_layer(root: Path):
 
 # --- exit codes and errors ------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [[], ["no-such-command"], ["layer"], ["hold"], ["create", "--bogus"],
+@pytest.mark.parametrize("args", [["no-such-command"], ["layer"], ["hold"], ["create", "--bogus"],
                                   ["umount"], ["log", "explode"]])
 def test_bad_usage_exits_2(root: Path, args: list[str]):
     result = cli(root, *args)

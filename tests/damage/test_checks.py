@@ -122,8 +122,8 @@ def holds(*events: tuple[str, str]) -> str:
     """``history --json`` of hold events: (type, lease) each."""
     import json
 
-    return json.dumps([{"lsn": i + 1, "type": kind, "layer": APP, "details": {"holder": {"lease": lease}}}
-                       for i, (kind, lease) in enumerate(events)])
+    return "".join(json.dumps({"lsn": i + 1, "type": kind, "layer": APP, "details": {"holder": {"lease": lease}}})
+                   + "\n" for i, (kind, lease) in enumerate(events))
 
 
 HISTORY = f"--json history {APP} --type hold-added --type hold-released"

@@ -225,6 +225,17 @@ class DriverContract:
         assert status["driver"] == driver.name
         assert status["home"] == str(driver.home)
 
+    def test_a_staged_copy_sits_beside_the_data_and_is_no_layer(self, driver: Driver):
+        # applydiff builds a staged copy there and swaps it in with a rename: it must be
+        # on the data's filesystem, and never taken for a layer (the orphan sweep would
+        # move a live apply's copy to lost+found)
+        driver.create("base", None, writable=True)
+        staging = driver.staging_path("base")
+        staging.mkdir(parents=True)
+        assert os.stat(staging).st_dev == os.stat(driver.diff_path("base")).st_dev
+        assert driver.layers() == {"base"}
+        assert driver.view_dirs("base")[0] == driver.diff_path("base")
+
     def test_the_registry_finds_the_driver_by_name(self, driver: Driver):
         assert driver_class(driver.name) is type(driver)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import faults
+from eventstore import faults, mountapi
 from eventstore.drivers import overlay
 from eventstore.drivers.overlay import MAX_DEPTH, OPTIONS_LIMIT, OverlayDriver
 from eventstore.mounts import mount_table
@@ -125,13 +125,20 @@ def test_a_layer_cannot_be_named_after_the_link_dir(driver: OverlayDriver):
         driver.create("l", None, writable=True)
 
 
-def test_a_chain_deeper_than_the_limit_is_refused(driver: OverlayDriver):
-    ids = chain(driver, MAX_DEPTH + 1)  # the top one has MAX_DEPTH parents: allowed
+@pytest.mark.parametrize("new_mount_api", [False, True], ids=["mount(2)", "new-mount-api"])
+def test_a_chain_deeper_than_the_limit_is_refused(tmp_path: Path, new_mount_api: bool):
+    if new_mount_api and not mountapi.available():
+        pytest.skip("the kernel has no fsconfig lowerdir+ (Linux 6.8+)")
+    driver = _overlay_driver(tmp_path / "overlay", new_mount_api=new_mount_api)
+    assert driver.max_depth == (mountapi.OVERLAY_MAX_STACK if new_mount_api else MAX_DEPTH)
+    ids = chain(driver, driver.max_depth + 1)  # the top one has max_depth parents: allowed
     with pytest.raises(DriverError, match="too-deep"):
         driver.create("too-deep", ids[-1], writable=True)
     assert not driver.exists("too-deep")
-    merged = driver.mount(ids[-1])  # the deepest allowed chain still fits in a page
+    merged = driver.mount(ids[-1])  # the deepest allowed chain still mounts, whole
     assert (merged / "layer-0").read_bytes() == b"0"
+    assert len([n for n in os.listdir(merged) if n.startswith("layer-")]) == driver.max_depth + 1
+    driver.unmount(ids[-1])
 
 
 # --- real mounts ---------------------------------------------------------------------
@@ -210,7 +217,8 @@ def test_mount_points_undoes_octal_escapes(tmp_path: Path):
     assert [m.point for m in mount_table(str(mountinfo))] == ["/mnt/a b\\c\td"]
 
 
-def test_a_chain_of_100_layers_mounts_through_relative_paths(driver: OverlayDriver):
+def test_a_chain_of_100_layers_mounts_through_relative_paths(tmp_path: Path):
+    driver = _overlay_driver(tmp_path / "overlay", new_mount_api=False)  # the mount(2) fallback
     ids = chain(driver, 100)
     top = ids[-1]
     meta = driver.metadata(top)

@@ -172,6 +172,7 @@ class StoreContract:
         try:
             assert store.index.layer(half).incomplete and store.driver.exists(half)
             # its creator died half-way: it does not exist for reads, nor for operations
+            # (DESIGN §4): every use of it finds nothing
             assert not store.exists(half) and [r.id for r in store.layers()] == [base]
             for call, args in [(store.hold, (half,)), (store.mount, (half,)), (store.fs_info, (half,)),
                                (store.set_names, (half, ["x"]))]:
