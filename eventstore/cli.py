@@ -135,6 +135,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="storage driver for a new store: overlay, fuse-overlayfs, btrfs or vfs (default: "
                         "$LAYERSTORE_DRIVER, the config file, overlay where it works, else fuse-overlayfs, else vfs)")
     p.add_argument("--json", "-j", action="store_true", help=JSON_HELP)
+    p.add_argument("--history-retention", metavar="POLICY", default=None,
+                   help="drop archived log history older than this: a time (90d, 12h) or an event count "
+                        "(default: $LAYERSTORE_HISTORY_RETENTION, the config file, keep everything)")
     p.add_argument("--run", "-R", metavar="DIR", default=None,
                    help="ignored: accepted for containers-storage scripts (mount state lives in the log)")
     p.add_argument("--version", action="version", version=f"layerstore {__version__}",
@@ -222,17 +225,19 @@ def emit(args, value: dict, text: str) -> None:
     emit_json(value) if args.json else print(text)
 
 
-def print_layer(rec, diff_size: int | None = None) -> None:
+def print_fields(fields: dict) -> None:
+    """A layer's fields as text, ``key: value`` lines, every value escaped (a name an
+    older version logged unchecked stays one harmless line)."""
     from eventstore.names import shown
 
-    for key, value in layer_json(rec, diff_size).items():
+    for key, value in fields.items():
         if isinstance(value, dict):  # a containerd snapshot's facts
             import json
 
             text = json.dumps(value, ensure_ascii=False)
         else:
             text = text_value(value)
-        print(f"{key}: {shown(text)}")  # a name logged before names were checked stays one line
+        print(f"{key}: {shown(text)}")
 
 
 def flags(rec: dict) -> str:
@@ -273,7 +278,9 @@ def open_store(args, readonly: bool):
     # (the shell or program driving the CLI), released by recovery when that one exits.
     # ``recover`` runs recovery itself, so that it can print what it did.
     return open_and_recover(args.root, args.driver, readonly=readonly, recover=args.command != "recover",
-                            owner=holder_for(os.getppid()), driver_options=getattr(args, "driver_options", None))
+                            owner=holder_for(os.getppid()), driver_options=getattr(args, "driver_options", None),
+                            history_retention=getattr(args, "history_retention", None) or "",
+                            archive=getattr(args, "archive", True))
 
 
 def run(args) -> int:
@@ -467,8 +474,7 @@ def cmd_layer(reader, args) -> int:
     for i, fields in enumerate(shown):
         if i:
             print()
-        for key, value in fields.items():
-            print(f"{key}: {text_value(value)}")
+        print_fields(fields)
     return 0
 
 
@@ -902,8 +908,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from eventstore.config import settings
 
-        chosen = settings(args.root, args.driver)
+        chosen = settings(args.root, args.driver, history_retention=args.history_retention)
         args.root, args.driver, args.driver_options = chosen.root, chosen.driver, chosen.driver_options
+        args.history_retention, args.archive = chosen.history_retention, chosen.archive
         with collecting() as notices:
             code = run(args)
         if notices:  # one line: the first says what the others would

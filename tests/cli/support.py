@@ -45,6 +45,11 @@ def ok_json(root: Path, *args: str, **kwargs):
     return json.loads(ok(root, *args, as_json=True, **kwargs))
 
 
+def ok_json_lines(root: Path, *args: str, **kwargs) -> list:
+    """A command whose ``--json`` output is one object a line (``history``, ``events``)."""
+    return [json.loads(line) for line in ok(root, *args, as_json=True, **kwargs).splitlines()]
+
+
 def fails(root: Path, code: int, *args: str, **kwargs) -> str:
     """Run the CLI, expecting exit ``code`` with one error line on stderr and nothing on
     stdout; that line."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.store import LayerStore
-from tests.cli.support import ok, ok_json
+from tests.cli.support import ok, ok_json, ok_json_lines
 from tests.interop.tree import walk
 
 from .engine import SNAPSHOTTER, Engine, missing_tools
@@ -64,7 +64,7 @@ def store_snapshots(engine: Engine) -> set[tuple[str, str, str]]:
         return rest.partition("/")[2]
 
     key_of = {layer["id"]: shown(layer["snapshot"]["key"]) for layer in layers}
-    return {(key_of[layer["id"]], key_of.get(layer["parent"], ""), layer["snapshot"]["kind"]) for layer in layers}
+    return {(key_of[layer["id"]], key_of.get(layer.get("parent", ""), ""), layer["snapshot"]["kind"]) for layer in layers}
 
 
 def _collect_garbage(engine: Engine) -> None:
@@ -90,7 +90,7 @@ def test_a_container_runs_on_layerstore(engine):
     # data/text.txt was deleted by the third layer, data/empty by the fourth
     assert result.stdout.splitlines() == ["written-by-the-container", "fresh", "empty-dir", "random.bin"]
     assert_listings_agree(engine)  # --rm removed the container's snapshot
-    history = ok_json(engine.store_root, "history", "--type", "layer-created", driver=None)
+    history = ok_json_lines(engine.store_root, "history", "--type", "layer-created", driver=None)
     assert any(e["details"]["snapshot"]["key"].endswith("/runs-once") for e in history)
 
 
@@ -219,7 +219,7 @@ def test_a_server_killed_mid_unpack_loses_nothing(image, failpoint, nth):
         with LayerStore.open(engine.store_root, readonly=True) as store:
             layers = {rec.id for rec in store.layers()}
             assert store.driver.layers() == layers  # no orphan driver data
-        recovered = ok_json(engine.store_root, "history", "--type", "layer-marked-incomplete", driver=None)
+        recovered = ok_json_lines(engine.store_root, "history", "--type", "layer-marked-incomplete", driver=None)
         reasons = [event["details"]["reason"] for event in recovered]
         assert reasons.count("recovery") == (1 if failpoint == "store.create.after-driver" else 0)
     finally:

@@ -16,7 +16,7 @@ import pytest
 
 from eventstore.containerd import keys
 from eventstore.store import LayerStore
-from tests.cli.support import cli, ok, ok_json
+from tests.cli.support import cli, ok, ok_json, ok_json_lines
 from tests.recovery.support import overlay_or_skip
 from tests.store.support import unmount_everything_under
 
@@ -176,7 +176,7 @@ def test_killed_mid_prepare_the_half_made_layer_is_removed_at_restart(start, dri
     assert outcome[0].code() == grpc.StatusCode.UNAVAILABLE
     restarted = start(driver=driver).wait_ready()
     assert ok_json(restarted.root, "layers", driver=None) == []
-    history = ok_json(restarted.root, "history", "--type", "layer-marked-incomplete", driver=None)
+    history = ok_json_lines(restarted.root, "history", "--type", "layer-marked-incomplete", driver=None)
     assert [e["details"]["reason"] for e in history] == ["recovery"]
     assert ok(restarted.root, "check", driver=None) == "ok\n"
     client = Client(restarted.socket_path)

@@ -120,7 +120,7 @@ def test_history_shows_containerds_keys_and_labels(served):
     layer_id = served.store.lookup(keys.name_for("default/2/sha256:abc")).id
     result = cli(served.root, "history", layer_id, as_json=True, driver=None)
     assert result.returncode == 0, result.stderr
-    events = {e["type"]: e["details"] for e in json.loads(result.stdout)}
+    events = {e["type"]: e["details"] for e in map(json.loads, result.stdout.splitlines())}  # JSON lines
     assert events["layer-created"]["snapshot"] == {"key": "default/1/extract x", "kind": "active", "labels": {
         "containerd.io/snapshot/a": "1"}}
     assert events["hold-added"] == {"holder": {"lease": "containerd"}}

@@ -208,3 +208,56 @@ def test_a_damaged_archive_is_corruption_and_repair_keeps_the_rest(tmp_path: Pat
     assert cli(root, "log", "verify").returncode == 0
     (root / "index.db").unlink()
     assert cli(root, "check").returncode == 0
+
+
+# --- the CLI's settings: flag, environment, config file -----------------------------------------
+
+def _env(**extra: str) -> dict[str, str]:
+    from tests.cli.support import cli_env
+
+    return {**cli_env(), **extra}
+
+
+@pytest.mark.parametrize("archive", [True, False])
+def test_the_config_file_sets_archiving_and_retention(tmp_path: Path, archive: bool):
+    root = tmp_path / "store"
+    busy_store(root, archive=False)  # sealed segments, all plain
+    config = tmp_path / "layerstore.toml"
+    config.write_text(f'[storage]\nhistory-retention = "60"\nlog-archive = {str(archive).lower()}\n')
+    ok(root, "checkpoint", env=_env(LAYERSTORE_CONFIG=str(config)))
+    archived = list((root / "log" / ARCHIVE_DIR).glob("*.zst")) if (root / "log" / ARCHIVE_DIR).exists() else []
+    assert bool(archived) == archive
+    # retention drops archived segments only: without archiving nothing goes
+    assert (root / "log" / HORIZON_FILE).exists() == archive
+    assert cli(root, "check").returncode == 0
+
+
+def test_the_flag_beats_the_environment_which_beats_the_file(tmp_path: Path):
+    from eventstore.config import settings
+
+    config = tmp_path / "layerstore.toml"
+    config.write_text('[storage]\nhistory-retention = "90d"\nlog-archive = false\n')
+    env = {"LAYERSTORE_CONFIG": str(config)}
+    assert settings(None, None, env).history_retention == "90d" and not settings(None, None, env).archive
+    env["LAYERSTORE_HISTORY_RETENTION"], env["LAYERSTORE_ARCHIVE"] = "5000", "1"
+    assert settings(None, None, env).history_retention == "5000" and settings(None, None, env).archive
+    assert settings(None, None, env, history_retention="12h").history_retention == "12h"
+    assert settings(None, None, {}).history_retention is None and settings(None, None, {}).archive
+
+
+@pytest.mark.parametrize("how, where", [
+    (("--history-retention", "5x"), "--history-retention"),
+    ("LAYERSTORE_HISTORY_RETENTION", "LAYERSTORE_HISTORY_RETENTION"),
+    ("file", "storage.history-retention"),
+])
+def test_a_bad_policy_anywhere_is_one_line_naming_where(tmp_path: Path, how, where: str):
+    root = tmp_path / "store"
+    config = tmp_path / "layerstore.toml"
+    config.write_text('[storage]\nhistory-retention = "0"\n')
+    env = _env(LAYERSTORE_CONFIG=str(config)) if how == "file" else \
+        _env(LAYERSTORE_HISTORY_RETENTION="abc") if how == "LAYERSTORE_HISTORY_RETENTION" else _env()
+    args = list(how) if isinstance(how, tuple) else []
+    result = subprocess.run([sys.executable, "-m", "eventstore.cli", "--root", str(root), "--driver", "vfs", *args,
+                             "layers"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and where in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not root.exists()  # refused before anything was made

@@ -117,7 +117,7 @@ def test_the_readme_commands_work_as_a_plain_user(user: User):
     shown = user.shell(f"cat {merged}/etc/hostname; echo written > {merged}/note; readlink {merged}/bin/sh",
                        userns=False)
     assert shown.stdout == "rootless\nsu\n", shown.stderr
-    history = json.loads(ok(user, "--json", "history", "c1"))
+    history = [json.loads(line) for line in ok(user, "--json", "history", "c1").splitlines()]  # JSON lines
     mounted = [h for h in history if h["type"] == "layer-mounted"]
     assert mounted and mounted[-1]["actor"]["uid"] == user.uid
 
