@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from isal.isal_zlib import crc32
 
+from eventstore.archive.ownership import NewInodes
 from eventstore.archive.reader import Entry, TarReader
 from eventstore.archive.resolve import NotADirectory, PathMissing, ResolveError, Resolver
 from eventstore.archive.tarsplit import TarSplitWriter
@@ -74,6 +75,7 @@ class Extractor:
         self.resolver = Resolver(root_fd, on_created=self._touch)
         self._refs: dict[bytes, tuple[int, int, list[tuple[int, int]] | None]] = {}
         self._dir_times: dict[bytes, tuple[int, int]] = {}
+        self._inodes = NewInodes()
 
     def close(self) -> None:
         self.resolver.close()
@@ -135,12 +137,16 @@ class Extractor:
         if entry.kind != "dir":
             raise Refused("the entry would replace the layer's root directory")
         self._metadata_fd(entry, self._root_fd)
+        self._inodes.forget(b"")
         self._dir_times[b""] = (_atime(entry), entry.mtime_ns)
 
     def _file(self, entry: Entry, reader: TarReader, parent_fd: int, base: bytes,
               real: bytes) -> None:
+        mode = entry.mode & 0o7777
+        plain = self._inodes.create_mode(mode)
         fd = self._create(parent_fd, base, real,
-                          lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=parent_fd))
+                          lambda: os.open(base, _NEW_FILE, 0o600 if plain is None else plain,
+                                          dir_fd=parent_fd))
         try:
             crc = 0
             if entry.segments is None:
@@ -156,7 +162,8 @@ class Extractor:
                 os.ftruncate(fd, entry.real_size)  # the trailing hole, if any
                 payload_id = self._split.sparse(real, entry.segments, crc)
             self._refs[real] = (payload_id, entry.size, entry.segments)
-            self._metadata_fd(entry, fd)
+            chown = self._inodes.needs_chown(entry.uid, entry.gid, parent_fd, real.rpartition(b"/")[0])
+            self._metadata_fd(entry, fd, chown=chown, chmod=plain is None)
             _set_times(fd, None, _atime(entry), entry.mtime_ns)
         finally:
             os.close(fd)
@@ -170,7 +177,9 @@ class Extractor:
                 self._remove(parent_fd, base, real, st)
                 os.mkdir(base, 0o700, dir_fd=parent_fd)
         fd, _ = self.resolver.directory(real.split(b"/"), create=False, follow=False)
-        self._metadata_fd(entry, fd)
+        chown = self._inodes.needs_chown(entry.uid, entry.gid, parent_fd, real.rpartition(b"/")[0])
+        self._metadata_fd(entry, fd, chown=chown)
+        self._inodes.forget(real)
         self._dir_times[real] = (_atime(entry), entry.mtime_ns)
 
     def _symlink(self, entry: Entry, parent_fd: int, base: bytes, real: bytes) -> None:
@@ -284,6 +293,7 @@ class Extractor:
             self._prune(parent_fd, name, real, keep_touched=False)
             os.rmdir(name, dir_fd=parent_fd)
             self.resolver.forget(real)
+            self._inodes.forget()
             prefix = real + b"/"
             for key in [k for k in self._dir_times if k == real or k.startswith(prefix)]:
                 del self._dir_times[key]
@@ -328,6 +338,7 @@ class Extractor:
                 if remove_self:
                     os.rmdir(dir_name, dir_fd=fd)
                     self.resolver.forget(here)
+                    self._inodes.forget()
         finally:
             os.close(fd)
 
@@ -349,11 +360,13 @@ class Extractor:
 
     # --- metadata -------------------------------------------------------------------
 
-    def _metadata_fd(self, entry: Entry, fd: int) -> None:
+    def _metadata_fd(self, entry: Entry, fd: int, chown: bool = True, chmod: bool = True) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears
-        security.capability)."""
-        os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode & 0o7777)
+        security.capability); ``chown``/``chmod`` False when the inode has them already."""
+        if chown:
+            os.fchown(fd, entry.uid, entry.gid)
+        if chmod:
+            os.fchmod(fd, entry.mode & 0o7777)
         for name, value in entry.xattrs:
             _check_xattr(name)
             _set_xattr_fd(fd, name, value)
