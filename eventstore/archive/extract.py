@@ -144,15 +144,19 @@ class Extractor:
               real: bytes) -> None:
         mode = entry.mode & 0o7777
         plain = self._inodes.create_mode(mode)
-        fd = self._create(parent_fd, base, real,
-                          lambda: os.open(base, _NEW_FILE, 0o600 if plain is None else plain,
-                                          dir_fd=parent_fd))
+        create_mode = 0o600 if plain is None else plain
+        try:  # _create, inlined: this runs once per regular file
+            fd = os.open(base, _NEW_FILE, create_mode, dir_fd=parent_fd)
+        except FileExistsError:
+            self._remove(parent_fd, base, real, None)
+            fd = os.open(base, _NEW_FILE, create_mode, dir_fd=parent_fd)
         try:
             crc = 0
             if entry.segments is None:
-                for piece in reader.payload_pieces(entry.size):
-                    crc = crc32(piece, crc)
-                    _write_all(fd, piece)
+                if entry.size:
+                    for piece in reader.payload_pieces(entry.size):
+                        crc = crc32(piece, crc)
+                        _write_all(fd, piece)
                 payload_id = self._split.file(real, entry.size, crc)
             else:
                 for offset, length in entry.segments:
@@ -446,9 +450,10 @@ def _list_dir(fd: int) -> list[tuple[bytes, bool]]:
 
 
 def _write_all(fd: int, data) -> None:
-    while data:
-        written = os.write(fd, data)
+    written = os.write(fd, data)
+    while written < len(data):  # a short write (a signal, a full pipe): the rest
         data = data[written:]
+        written = os.write(fd, data)
 
 
 def _pwrite_all(fd: int, data, offset: int) -> int:
