@@ -491,7 +491,7 @@ class LayerStore:
             result = self._fill(layer_id, parent_id, writable, content, compressed_digest, diff_digest,
                                 max_size, progress)
         except BaseException as exc:
-            self._undo_create(layer_id, exc)
+            self.undo_create(layer_id, exc)
             raise
         with self.writing() as w:
             held = [ev.HoldAdded(layer=layer_id, holder=hold)] if hold is not None else []
@@ -517,6 +517,18 @@ class LayerStore:
               progress: Callable[[int], None] | None) -> dict:
         self.driver.create(layer_id, parent_id, writable)
         faults.point("store.create.after-driver")
+        return self.fill_content(layer_id, content, compressed_digest=compressed_digest, diff_digest=diff_digest,
+                                 max_size=max_size, progress=progress)
+
+    def fill_content(self, layer_id: str, content: BinaryIO | None, *, compressed_digest: str | None = None,
+                     diff_digest: str | None = None, max_size: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> dict:
+        """Fill a layer the driver has made from ``content`` (None: leave it empty), check
+        the digests given, and make its data durable; the fields of its completion event.
+
+        Touches the layer's own data and tar-split only, never the log or the read
+        models, so threads may fill different layers at once (``eventstore.oci.parallel``).
+        """
         result: dict = {}
         if content is not None:
             from eventstore.archive import DEFAULT_MAX_SIZE, import_layer
@@ -542,8 +554,10 @@ class LayerStore:
         faults.point("store.create.after-content")
         return result
 
-    def _undo_create(self, layer_id: str, exc: BaseException) -> None:
-        """Remove a half-made layer; if that fails too, recovery finishes it later."""
+    def undo_create(self, layer_id: str, exc: BaseException) -> None:
+        """Remove a half-made layer of this handle's (its intent appended, never
+        completed); ``exc`` says why (rejected content is recorded as such). If that
+        fails too, recovery finishes it once this process has exited."""
         try:
             self.remove_data(layer_id)
             with self.writing() as w:

@@ -75,6 +75,11 @@ class Driver(abc.ABC):
     #: how the driver wants tar whiteouts stored: "overlay" (0:0 char devices and
     #: trusted.overlay.opaque) or "delete" (apply them by deleting from a full copy)
     whiteout_format: str = "delete"
+    #: True when a child's ``create`` neither reads nor copies its parent's data (overlay:
+    #: the child fills its own diff directory), so the layers of a chain can be filled
+    #: side by side once each is created; False (vfs: a child starts as a copy of its
+    #: parent) fills them one after the other
+    independent_layers: bool = False
 
     def __init__(self, home: Path):
         self.home = Path(home)

@@ -98,6 +98,7 @@ class OverlayDriver(Driver):
 
     name = "overlay"
     whiteout_format = "overlay"
+    independent_layers = True  # a child's diff/ starts empty: its parent is only a lowerdir
 
     def __init__(self, home: Path, unmount_timeout: float = 2.0):
         super().__init__(Path(home).absolute())
