@@ -839,17 +839,18 @@ def cmd_failpoints(args) -> int:
 @command("import-oci", "import an image's layers from an OCI layout; prints the top layer id",
          arg("reference", metavar="DIR[:TAG]", help="the OCI layout directory, and a tag in it"),
          arg("--name", help="a name for the top layer"),
-         arg("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)"))
+         arg("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)"),
+         arg("--jobs", type=int, metavar="N", help="layers filled at once (overlay; default: one per CPU, at most 4)"))
 def cmd_import_oci(store, args) -> int:
     import msgspec
 
     from eventstore.oci import import_oci, parse_platform, parse_reference
-    from eventstore.oci.importer import terminal_progress
+    from eventstore.oci.progress import ImageProgress
 
     path, tag = parse_reference(args.reference)
     platform = parse_platform(args.platform) if args.platform else None
-    result = import_oci(store, path, tag, name=args.name, platform=platform,
-                        progress=terminal_progress if sys.stderr.isatty() else None)
+    result = import_oci(store, path, tag, name=args.name, platform=platform, jobs=args.jobs,
+                        progress=ImageProgress() if sys.stderr.isatty() else None)
     emit(args, kebab(dict(msgspec.to_builtins(result), id=result.top)), result.top)
     return 0
 

@@ -29,6 +29,23 @@ class Progress:
     def advance(self, amount: int = 1) -> None:
         self(self._done + amount)
 
+    @property
+    def total(self) -> int | None:
+        return self._bar.total
+
+    @total.setter
+    def total(self, total: int | None) -> None:  # more work joined the bar
+        self._bar.total = total
+        self._bar.refresh()
+
+    @property
+    def label(self) -> str:
+        return self._bar.desc
+
+    @label.setter
+    def label(self, label: str) -> None:
+        self._bar.set_description_str(label)
+
     def done(self) -> None:
         self._bar.close()
 

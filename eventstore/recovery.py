@@ -62,7 +62,7 @@ def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
         boot = process.boot_id()
         if sweep is None:
             sweep = store.index.meta(SWEPT_BOOT) != boot
-        for rec in store.index.needing_attention():
+        for rec in _children_first(store.index.needing_attention()):
             _recover_layer(run, rec)
         _unmount_uncounted(run)
         if sweep:
@@ -77,6 +77,15 @@ def recover_store(store: LayerStore, *, sweep: bool | None = None) -> list[str]:
         if run.started:
             session.append(ev.RecoveryFinished(actions=len(run.actions)))
     return run.actions
+
+
+def _children_first(records: list[LayerRecord]) -> list[LayerRecord]:
+    """Creation order, except that a parent comes after the layers built on it: an
+    abandoned chain (intents recorded together, eventstore/oci/parallel.py) loses its
+    children before their parents, as the rules require."""
+    parents = {rec.parent for rec in records if rec.parent}
+    return [rec for rec in records if rec.id not in parents] + \
+        [rec for rec in reversed(records) if rec.id in parents]
 
 
 def _recover_layer(run: _Run, rec: LayerRecord) -> None:

@@ -136,6 +136,18 @@ def _usable(state: State, layer_id: str) -> LayerRecord:
     return require_usable(_existing(state, layer_id))
 
 
+def _check_parent(state: State, parent_id: str, owner: Holder | None) -> None:
+    """A new layer's parent must be usable, or still being created by the same process:
+    a chain filled in parallel (``eventstore.oci.parallel``) records every intent first.
+    Such a parent completes before its child (``LayerCompleted`` checks), and recovery
+    removes abandoned children before their parents."""
+    rec = _existing(state, parent_id)
+    if owner is not None and rec.owner == owner and rec.incomplete and not rec.deleting \
+            and not rec.quarantined:
+        return
+    require_not_applying(require_usable(rec))
+
+
 def _check_names(state: State, layer_id: str, names: Iterable[str]) -> None:
     for name in names:
         owner = state.owner_of(name)
@@ -146,16 +158,19 @@ def _check_names(state: State, layer_id: str, names: Iterable[str]) -> None:
 def check(state: State, event: ev.Event) -> None:
     """Raise the RuleViolation (or LayerNotFound) ``event`` would cause; else nothing."""
     match event:
-        case ev.LayerCreated(layer=layer_id, parent=parent, names=names):
+        case ev.LayerCreated(layer=layer_id, parent=parent, names=names, owner=owner):
             if state.get(layer_id) is not None:
                 raise errors.LayerExists(f"layer {layer_id}: already exists")
             if parent is not None:
-                require_not_applying(_usable(state, parent))
+                _check_parent(state, parent, owner)
             _check_names(state, layer_id, names)
         case ev.LayerCompleted(layer=layer_id):
             rec = _existing(state, layer_id)
             if not rec.incomplete or rec.deleting:
                 raise errors.RuleViolation(f"layer {layer_id}: not being created")
+            parent = state.get(rec.parent) if rec.parent else None
+            if parent is not None and parent.incomplete:
+                raise errors.RuleViolation(f"layer {layer_id}: its parent {parent.id} is not complete yet")
         case ev.NamesChanged(layer=layer_id, names=names):
             _usable(state, layer_id)
             _check_names(state, layer_id, names)

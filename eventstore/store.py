@@ -571,7 +571,7 @@ class LayerStore(LayerOperations):
             result = self._fill(layer_id, parent_rec, writable, content, compressed_digest, diff_digest,
                                 max_size, progress, owners)
         except BaseException as exc:
-            self._undo_create(layer_id, exc)
+            self.undo_create(layer_id, exc)
             raise
         with self.writing() as w:
             held = [ev.HoldAdded(layer=layer_id, holder=hold)] if hold is not None else []
@@ -617,6 +617,19 @@ class LayerStore(LayerOperations):
             parent_owners = Owners(parent_rec.uid_map, parent_rec.gid_map)
             if (parent_owners.uid_map, parent_owners.gid_map) != (owners.uid_map, owners.gid_map):
                 shift_tree(self.driver.diff_path(layer_id), parent_owners, owners)
+        return self.fill_content(layer_id, content, compressed_digest=compressed_digest, diff_digest=diff_digest,
+                                 max_size=max_size, progress=progress, owners=owners)
+
+    def fill_content(self, layer_id: str, content: BinaryIO | None, *, compressed_digest: str | None = None,
+                     diff_digest: str | None = None, max_size: int | None = None,
+                     progress: Callable[[int], None] | None = None, owners=None) -> dict:
+        """Fill a layer the driver has made from ``content`` (None: leave it empty), check
+        the digests given, and make its data durable; the fields of its completion event.
+        ``owners`` (an ``idmap.Owners``) shifts the owners of the files extracted.
+
+        Touches the layer's own data and tar-split only, never the log or the read
+        models, so threads may fill different layers at once (``eventstore.oci.parallel``).
+        """
         result: dict = {}
         if content is not None:
             from eventstore.archive import DEFAULT_MAX_SIZE, import_layer
@@ -643,8 +656,10 @@ class LayerStore(LayerOperations):
         faults.point("store.create.after-content")
         return result
 
-    def _undo_create(self, layer_id: str, exc: BaseException) -> None:
-        """Remove a half-made layer; if that fails too, recovery finishes it later."""
+    def undo_create(self, layer_id: str, exc: BaseException) -> None:
+        """Remove a half-made layer of this handle's (its intent appended, never
+        completed); ``exc`` says why (rejected content is recorded as such). If that
+        fails too, recovery finishes it once this process has exited."""
         try:
             self.remove_data(layer_id)
             with self.writing() as w:

@@ -24,8 +24,9 @@ BASE, CHILD, OTHER = "b" * 64, "c" * 64, "d" * 64
 MISSING = "e" * 64
 
 
-def created(layer: str, parent: str | None = None, names: tuple[str, ...] = (), time: int = 0) -> ev.LayerCreated:
-    return ev.LayerCreated(layer=layer, parent=parent, names=list(names), driver="vfs", owner=CREATOR, time=time)
+def created(layer: str, parent: str | None = None, names: tuple[str, ...] = (), time: int = 0,
+            owner: Holder = CREATOR) -> ev.LayerCreated:
+    return ev.LayerCreated(layer=layer, parent=parent, names=list(names), driver="vfs", owner=owner, time=time)
 
 
 def completed(layer: str, **digests) -> ev.LayerCompleted:
@@ -110,7 +111,31 @@ class TestCreate:
         refused(two_layers(), created(OTHER, parent=MISSING), errors.LayerNotFound)
 
     def test_an_incomplete_parent_is_layer_incomplete(self):
-        refused(state_of(created(BASE)), created(CHILD, parent=BASE), errors.LayerIncomplete)
+        refused(state_of(created(BASE)), created(CHILD, parent=BASE, owner=PROCESS), errors.LayerIncomplete)
+
+    def test_the_creator_of_an_incomplete_parent_may_build_on_it(self):
+        # a chain's intents recorded together (eventstore/oci/parallel.py)
+        state = state_of(created(BASE), created(CHILD, parent=BASE), created(OTHER, parent=CHILD))
+        assert [state.get(i).incomplete for i in (BASE, CHILD, OTHER)] == [True, True, True]
+
+    def test_nobody_builds_on_a_parent_its_creator_abandoned_to_a_delete(self):
+        state = state_of(created(BASE), ev.LayerMarkedIncomplete(layer=BASE, reason="recovery", owner=CREATOR))
+        refused(state, created(CHILD, parent=BASE), errors.LayerIncomplete)
+
+    def test_a_child_completes_only_after_its_parent(self):
+        state = state_of(created(BASE), created(CHILD, parent=BASE))
+        refused(state, completed(CHILD), errors.RuleViolation)
+        for event in (completed(BASE), completed(CHILD)):
+            check(state, event)
+            apply(state, 9, event)
+        assert not state.get(CHILD).incomplete
+
+    def test_a_parent_with_an_incomplete_child_is_deleted_after_it(self):
+        state = state_of(created(BASE), created(CHILD, parent=BASE))
+        refused(state, ev.LayerMarkedIncomplete(layer=BASE, reason="recovery", owner=PROCESS), errors.LayerInUse)
+        state = state_of(created(BASE), created(CHILD, parent=BASE), ev.LayerDeleted(layer=CHILD),
+                         ev.LayerDeleted(layer=BASE))
+        assert state.layers == {}
 
     def test_a_parent_being_deleted_is_layer_incomplete(self):
         refused(state_of(created(BASE), completed(BASE), marked(BASE)), created(CHILD, parent=BASE),

@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark layer import: layerstore's import_layer against `containers-storage
-import-layer` (overlay driver for both), with `tar -xzf` as the floor.
+"""Benchmark layer import: layerstore against `containers-storage import-layer`
+(overlay driver for both), with `tar -xzf` as the floor.
 
     python tools/bench_import.py [--file LAYER.tar.gz | --layer stdlib|small]
                                  [--rounds 7] [--workdir DIR]
+                                 [--layerstore /venv/bin/layerstore [--cli-only]]
+
+With --layerstore (the CLI as users install it: a non-editable `pip install .` in its
+own venv), `layerstore create FILE` is timed as a user runs it: a fresh process and a
+new store (`--root` a new directory, overlay driver), its data synced and its events
+durable before it returns; and once more into a store made before the round (not
+timed), which separates what a new store costs from what the import costs.
 
 Without --file, the layer is a `tar czf` of the system Python's standard library,
 /usr/lib/python3.X (tens of MB uncompressed; site-packages left out), or with
@@ -72,9 +79,12 @@ def small_files_layer(work: Path) -> Path:
 
 
 def fresh(work: Path, name: str) -> Path:
-    path = work / name
-    if path.exists():
-        shutil.rmtree(path)
+    """A new directory for one run. Nothing is deleted until the end: ext4 does not
+    reuse an inode for a minute or more after it was freed and scans past such inodes
+    for every file it creates (``recently_deleted`` in its allocator), so a run right
+    after the previous round's ``rm -rf`` pays many times the normal cost."""
+    fresh.count = getattr(fresh, "count", 0) + 1
+    path = work / f"{name}-{fresh.count}"
     path.mkdir()
     return path
 
@@ -115,6 +125,16 @@ def peer(layer: Path, work: Path) -> float:
     return elapsed
 
 
+def cli_create(layer: Path, work: Path, exe: str, store_made: bool) -> float:
+    root = fresh(work, "cli-store") / "root"
+    args = [exe, "--root", str(root), "--driver", "overlay"]
+    if store_made:
+        subprocess.run([*args, "layers"], check=True, stdout=subprocess.DEVNULL)
+    start = time.perf_counter()
+    subprocess.run([*args, "create", str(layer)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def tar_floor(layer: Path, work: Path) -> float:
     base = fresh(work, "tar")
     start = time.perf_counter()
@@ -130,6 +150,10 @@ def main() -> int:
                              "stdlib, or 20,000 small files")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workdir", type=Path, help="where to extract (default: a temp dir)")
+    parser.add_argument("--layerstore", action="append", default=[],
+                        help="an installed layerstore CLI: time `create` too (repeat to compare installs)")
+    parser.add_argument("--cli-only", action="store_true", help="with --layerstore: leave out the "
+                        "in-process runs of this checkout's import_layer")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-import-", dir=args.workdir))
@@ -144,12 +168,18 @@ def main() -> int:
                                           capture_output=True, text=True).stdout or 0)
         print(f"layer: {layer} ({layer.stat().st_size / 1e6:.1f} MB, "
               f"{uncompressed / 1e6:.1f} MB uncompressed), {args.rounds} rounds")
-        contenders = {
+        contenders = {} if args.cli_only else {
             "layerstore import_layer (in process)": lambda: ours(layer, work),
             "layerstore import_layer (new process)": lambda: ours_process(layer, work),
             "layerstore import_layer + sync_tree": lambda: ours(layer, work, sync=True),
-            "tar -xzf (floor)": lambda: tar_floor(layer, work),
         }
+        for exe in args.layerstore:
+            tag = f" {exe}" if len(args.layerstore) > 1 else ""
+            contenders[f"layerstore create (CLI, new store){tag}"] = \
+                lambda exe=exe: cli_create(layer, work, exe, store_made=False)
+            contenders[f"layerstore create (CLI, store made before){tag}"] = \
+                lambda exe=exe: cli_create(layer, work, exe, store_made=True)
+        contenders["tar -xzf (floor)"] = lambda: tar_floor(layer, work)
         if PEER:
             contenders["containers-storage import-layer (overlay)"] = lambda: peer(layer, work)
         else:
@@ -159,16 +189,24 @@ def main() -> int:
             for name, run in contenders.items():
                 times[name].append(run())
         peer_median = statistics.median(times[next(reversed(times))]) if PEER else None
+        tar_median = statistics.median(times["tar -xzf (floor)"])
         for name, samples in times.items():
             median = statistics.median(samples)
             ratio = f"  {median / peer_median:.2f}x peer" if peer_median else ""
             print(f"{name:45s} median {median:.3f} s  (min {min(samples):.3f}, "
-                  f"max {max(samples):.3f}){ratio}")
+                  f"max {max(samples):.3f}){ratio}  {median / tar_median:.2f}x tar")
+        # the same ratios, round by round (noise hits a round's runs alike)
+        for name in [n for n in times if n.startswith("layerstore create (CLI, new store)")]:
+            for other, label in (("tar -xzf (floor)", "tar"),
+                                 ("containers-storage import-layer (overlay)", "peer")):
+                if other in times:
+                    ratios = sorted(a / b for a, b in zip(times[name], times[other]))
+                    print(f"{name} / {label}, per round: median {statistics.median(ratios):.2f} "
+                          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
     finally:
-        for leftover in (work / "peer",):
-            if leftover.exists():
-                subprocess.run(["umount", "-R", str(leftover / "graph" / "overlay")],
-                               check=False, stderr=subprocess.DEVNULL)
+        for leftover in work.glob("peer-*"):
+            subprocess.run(["umount", "-R", str(leftover / "graph" / "overlay")],
+                           check=False, stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

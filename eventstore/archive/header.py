@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+import zlib
 from urllib.parse import unquote_to_bytes
 
 BLOCK = 512
@@ -65,11 +66,11 @@ class RawHeader:
             name = _cstring(prefix) + b"/" + name
         self.name = name
         self.linkname = _cstring(linkname)
-        self.mode = number(mode, "mode")
-        self.uid = number(uid, "uid")
-        self.gid = number(gid, "gid")
-        self.size = number(size, "size")
-        self.mtime = number(mtime, "mtime")
+        self.mode = _known_number(mode, "mode")
+        self.uid = _known_number(uid, "uid")
+        self.gid = _known_number(gid, "gid")
+        self.size = _known_number(size, "size")
+        self.mtime = _known_number(mtime, "mtime")
         if typeflag in (CHARDEV, BLOCKDEV):
             self.devmajor = number(devmajor, "devmajor")
             self.devminor = number(devminor, "devminor")
@@ -88,12 +89,36 @@ def verify_checksum(block: bytes) -> None:
         expected = number(stored, "checksum")
     except HeaderError:
         raise HeaderError("not a tar header (bad checksum field)") from None
-    unsigned = sum(block) - sum(stored) + 8 * 32
+    unsigned = byte_sum(block) - sum(stored) + 8 * 32
     if unsigned == expected:
         return
     high = sum(1 for b in block[:148] if b & 0x80) + sum(1 for b in block[156:] if b & 0x80)
     if unsigned - 256 * high != expected:
         raise HeaderError("not a tar header (checksum mismatch)")
+
+
+def byte_sum(block: bytes) -> int:
+    """``sum(block)`` for a 512-byte block, in C: adler32 gives it modulo 65521, the
+    block as an integer gives it modulo 255 (256 = 1 mod 255), and the sum is below
+    65521 * 255, so the two residues fix it (Chinese remainder theorem)."""
+    low = ((zlib.adler32(block) & 0xFFFF) - 1) % 65521
+    if low % 255 == int.from_bytes(block, "little") % 255:
+        return low
+    return low + 65521  # at most 512 * 255 = 130560 < 2 * 65521: no third candidate
+
+
+#: numeric fields seen before (modes, owners, times repeat across a layer's headers)
+_NUMBERS: dict[bytes, int] = {}
+
+
+def _known_number(field: bytes, what: str) -> int:
+    value = _NUMBERS.get(field)
+    if value is None:
+        value = number(field, what)
+        if len(_NUMBERS) >= 4096:
+            _NUMBERS.clear()
+        _NUMBERS[field] = value
+    return value
 
 
 def number(field: bytes, what: str) -> int:

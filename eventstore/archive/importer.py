@@ -15,6 +15,7 @@ from eventstore.archive.header import HeaderError
 from eventstore.archive.reader import Entry, TarError, TarReader
 from eventstore.archive.resolve import ResolveError
 from eventstore.archive.tarsplit import TarSplitWriter
+from eventstore.archive.writers import DeferredFailure
 from eventstore.errors import ContentRejected, InvalidArgument, StorageError
 from eventstore.fsutil import fsync_dir
 
@@ -24,6 +25,9 @@ from eventstore.fsutil import fsync_dir
 DEFAULT_MAX_SIZE = 64 << 30
 
 WHITEOUT_FORMATS = ("overlay", "delete", "fuse-overlayfs")
+
+#: threads that create small files while the tar is read on (eventstore/archive/writers.py)
+WRITERS = 2
 
 
 class ImportResult(msgspec.Struct, frozen=True):
@@ -93,7 +97,9 @@ def _check_arguments(stream, target, tarsplit_path, whiteout_format, max_size) -
 def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: int,
          progress, owners=None, onto_content: bool = False) -> ImportResult:
     split = TarSplitWriter(split_fd)
-    extractor = Extractor(root_fd, whiteout_format, split, owners or None, onto_content)
+    # an empty target (a new overlay layer, a base layer) can take writer threads
+    extractor = Extractor(root_fd, whiteout_format, split, owners or None, onto_content,
+                          writers=0 if onto_content or os.listdir(root_fd) else WRITERS)
     entry: Entry | None = None
     source = reader = None
     try:
@@ -103,6 +109,13 @@ def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: in
             extractor.apply(entry, reader)
         entry = None
         extractor.finish()
+    except DeferredFailure as failure:  # a file written on a writer thread
+        where = _where_at(*failure.where)
+        if isinstance(failure.error, (Refused, ResolveError)):
+            raise ContentRejected(f"{where}: {failure.error}") from None
+        if isinstance(failure.error, OSError):
+            raise StorageError(f"extracting {where}: {failure.error}") from failure.error
+        raise failure.error
     except Refused as err:
         raise ContentRejected(f"{_where(entry)}: {err}") from None
     except ResolveError as err:
@@ -133,7 +146,8 @@ def _run(stream, root_fd: int, split_fd: int, whiteout_format: str, max_size: in
 
 
 def _where(entry: Entry | None) -> str:
-    if entry is None:
-        return "layer"
-    name = entry.name.decode("utf-8", "backslashreplace")
-    return f"entry {name!r} (at byte {entry.offset})"
+    return "layer" if entry is None else _where_at(entry.name, entry.offset)
+
+
+def _where_at(name: bytes, offset: int) -> str:
+    return f"entry {name.decode('utf-8', 'backslashreplace')!r} (at byte {offset})"

@@ -220,11 +220,12 @@ class TarReader:
             xattr = h.pax_xattr(key, value)
             if xattr is not None:
                 entry.xattrs.append(xattr)
-        for what, value in (("mode", entry.mode), ("uid", entry.uid), ("gid", entry.gid),
-                            ("size", size), ("device number", entry.devmajor),
-                            ("device number", entry.devminor)):
-            if value < 0:
-                raise HeaderError(f"negative {what}")
+        if min(entry.mode, entry.uid, entry.gid, size, entry.devmajor, entry.devminor) < 0:
+            for what, value in (("mode", entry.mode), ("uid", entry.uid), ("gid", entry.gid),
+                                ("size", size), ("device number", entry.devmajor),
+                                ("device number", entry.devminor)):
+                if value < 0:
+                    raise HeaderError(f"negative {what}")
         if entry.uid >= 1 << 32 or entry.gid >= 1 << 32:
             raise HeaderError("uid or gid out of range")
         if flag in h.HEADER_ONLY:

@@ -159,6 +159,15 @@ class Resolver:
             self._on_created(path)
         return new
 
+    def cached(self, path: bytes) -> int | None:
+        """The fd of the directory at real path ``path`` if it is open already (a real
+        path has no symlink in it: nothing is looked up to answer)."""
+        return self._cache.get(path) if path else self.root_fd
+
+    def will_close(self) -> bool:
+        """True when the next ``trim`` closes fds (a caller's threads may hold them)."""
+        return bool(self._retired) or len(self._cache) > min(CACHE_LIMIT, self._hard_limit)
+
     def remember(self, path: bytes, fd: int) -> None:
         """Cache the fd of a directory just made at real path ``path`` (takes it over)."""
         old = self._cache.pop(path, None)

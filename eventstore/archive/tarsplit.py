@@ -39,6 +39,8 @@ _TRAILER = struct.Struct("<Q8s")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _PAIR = struct.Struct("<QQ")
+_RECORD_HEAD = struct.Struct("<BI")  # tag, length
+_FILE_TAIL = struct.Struct("<QI")  # size, crc
 
 KIND_METADATA = b"M"
 KIND_BLOB = b"B"
@@ -108,9 +110,13 @@ class TarSplitWriter:
             self._flush_frame()
 
     def file(self, path: bytes, size: int, crc: int) -> int:
-        self._flush_raw()
-        self._records += (b"\x02" + _U32.pack(len(path)) + path + _U64.pack(size)
-                          + _U32.pack(crc))
+        # once per regular file: appended in place, without the temporaries of ``+``
+        records = self._records
+        if self._raw:
+            self._flush_raw()
+        records += _RECORD_HEAD.pack(FILE, len(path))
+        records += path
+        records += _FILE_TAIL.pack(size, crc)
         return self._next_payload()
 
     def sparse(self, path: bytes, segments: list[tuple[int, int]], crc: int) -> int:
@@ -155,7 +161,8 @@ class TarSplitWriter:
 
     def _flush_raw(self) -> None:
         if self._raw:
-            self._records += b"\x01" + _U32.pack(len(self._raw)) + self._raw
+            self._records += _RECORD_HEAD.pack(RAW, len(self._raw))
+            self._records += self._raw
             self._raw.clear()
 
     def _flush_frame(self) -> None:

@@ -82,7 +82,9 @@ class Driver(abc.ABC):
     #: True when a layer's ``diff_path`` holds only its own changes and its parents show
     #: through a mount (overlay's layout): its changes are its own directory, and a
     #: whole view of it is a mount. False for drivers whose layer directory is the
-    #: whole tree (vfs copies, btrfs snapshots).
+    #: whole tree (vfs copies, btrfs snapshots). It also means a child's ``create``
+    #: neither reads nor copies its parent's data, so the layers of a chain can be
+    #: filled side by side once each is created (``eventstore.oci.parallel``).
     stacks_layers: bool = False
 
     def __init__(self, home: Path):

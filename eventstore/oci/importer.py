@@ -11,6 +11,10 @@ Every layer of the chain is held for this process from the moment it is created 
 found present) until the import ends, so a concurrent delete cannot pull a parent
 away; the holds go at the end, on failure too, and recovery drops them if this
 process dies first.
+
+With a driver whose layers are independent directories (overlay), the layers the
+store lacks are filled side by side (``eventstore.oci.parallel``); otherwise (vfs),
+or with ``jobs=1``, one after the other.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from eventstore.oci.layout import (
     CONFIG_TYPES, LAYER_TYPES, Descriptor, ImageConfig, ImageNotFound,
     ImageRejected, Layout, Manifest, Platform, check_descriptor, select_manifest,
 )
+from eventstore.oci.parallel import ChainFailed, NewLayer, create_chain
 
 if TYPE_CHECKING:
     from eventstore.store import LayerStore
@@ -143,11 +148,16 @@ def _check_blob(layout: Layout, desc: Descriptor, what: str) -> None:
 
 def import_oci(store: LayerStore, path: str | os.PathLike, tag: str | None = None, *,
                name: str | None = None, platform: Platform | None = None,
-               progress: ProgressFactory | None = None, max_size: int | None = None) -> ImportResult:
+               progress: ProgressFactory | None = None, max_size: int | None = None,
+               jobs: int | None = None) -> ImportResult:
     """Import the image ``tag`` (or the only one) from the OCI layout at ``path``; the
-    chain ids of its layers, base first. ``name`` names the top layer."""
+    chain ids of its layers, base first. ``name`` names the top layer. ``jobs``: layers
+    filled at once (default: one per CPU, at most 4; always 1 on a driver whose
+    children copy their parent, vfs)."""
     if name is not None:
         check_name(name)
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise errors.InvalidArgument(f"jobs must be a whole number of at least 1, not {jobs!r}")
     plan = plan_import(store, path, tag, platform)
     if name is not None:
         owner = store.index.by_name(name)
@@ -156,7 +166,7 @@ def import_oci(store: LayerStore, path: str | os.PathLike, tag: str | None = Non
     holder = store.process
     held: list[str] = []
     try:
-        done = [_import_layer(store, plan, step, holder, held, name, progress, max_size) for step in plan.layers]
+        done = _import_layers(store, plan, holder, held, name, progress, max_size, _workers(store, jobs))
         names = store.lookup(plan.top).names
         if name is not None and name not in names:
             store.set_names(plan.top, [*names, name])
@@ -165,6 +175,59 @@ def import_oci(store: LayerStore, path: str | os.PathLike, tag: str | None = Non
         raise
     _release(store, held, holder)
     return ImportResult(top=plan.top, manifest=plan.manifest.digest, config=plan.config.digest, layers=done)
+
+
+def _workers(store: LayerStore, jobs: int | None) -> int:
+    if not store.driver.stacks_layers:
+        return 1
+    return jobs if jobs is not None else max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
+#: layers filled at once by default: past a few, the disk and the GIL are the limit
+MAX_DEFAULT_JOBS = 4
+
+
+def _import_layers(store: LayerStore, plan: ImagePlan, holder, held: list[str], name: str | None,
+                   progress: ProgressFactory | None, max_size: int | None, workers: int) -> list[ImportedLayer]:
+    """Every layer, base first: a layer the store has is held; a run of layers it lacks
+    is filled side by side when ``workers`` > 1, else one after the other."""
+    done: list[ImportedLayer] = []
+    steps = plan.layers
+    while len(done) < len(steps):
+        run = _missing_run(store, steps[len(done):]) if workers > 1 else []
+        if len(run) > 1:
+            done += _import_in_parallel(store, plan, run, holder, held, name, progress, max_size, workers)
+        else:
+            done.append(_import_layer(store, plan, steps[len(done)], holder, held, name, progress, max_size))
+    return done
+
+
+def _missing_run(store: LayerStore, steps: list[LayerStep]) -> list[LayerStep]:
+    """The steps from the first on whose layers the store does not have."""
+    run = []
+    for step in steps:
+        if store.index.layer(step.id) is not None:
+            break
+        run.append(step)
+    return run
+
+
+def _import_in_parallel(store: LayerStore, plan: ImagePlan, run: list[LayerStep], holder, held: list[str],
+                        name: str | None, progress: ProgressFactory | None, max_size: int | None,
+                        workers: int) -> list[ImportedLayer]:
+    readers = [BlobReader(Path(plan.layout), s.blob, f"{plan.layout}: layer {s.number}/{s.count}") for s in run]
+    layers = [NewLayer(id=s.id, parent=s.parent, content=reader, compressed_digest=s.blob.digest,
+                       diff_digest=s.diff_digest, names=[name] if name and s.number == s.count else [],
+                       size=s.blob.size, progress=progress(s) if progress is not None else None)
+              for s, reader in zip(run, readers)]
+    try:
+        create_chain(store, layers, workers=workers, hold=holder, held=held, max_size=max_size)
+    except ChainFailed as failed:
+        raise _rejected(plan, run[failed.index], failed.error) from failed.error
+    finally:
+        for reader in readers:
+            reader.close()
+    return [_imported(step, True) for step in run]
 
 
 def _import_layer(store: LayerStore, plan: ImagePlan, step: LayerStep, holder, held: list[str],
@@ -177,9 +240,7 @@ def _import_layer(store: LayerStore, plan: ImagePlan, step: LayerStep, holder, h
                                 content=blob, compressed_digest=step.blob.digest, diff_digest=step.diff_digest,
                                 progress=report, max_size=max_size, hold=holder)
     except (errors.ContentRejected, errors.DigestMismatch) as err:  # the store removed the layer
-        if isinstance(err, ImageRejected):
-            raise
-        raise ImageRejected(f"{plan.layout}: layer {step.number}/{step.count} {step.blob.digest}: {err}") from err
+        raise _rejected(plan, step, err) from err
     finally:
         blob.close()
         if report is not None and hasattr(report, "done"):
@@ -190,9 +251,20 @@ def _import_layer(store: LayerStore, plan: ImagePlan, step: LayerStep, holder, h
         if rec.diff_digest and rec.diff_digest != step.diff_digest:
             raise errors.LayerExists(f"layer {layer_id}: in the store with diff digest {rec.diff_digest}, "
                                      f"the image has {step.diff_digest}")
-    return ImportedLayer(id=layer_id, parent=step.parent, diff_digest=step.diff_digest,
+    return _imported(step, blob.opened)
+
+
+def _rejected(plan: ImagePlan, step: LayerStep, err: BaseException) -> BaseException:
+    """The error to raise for a layer that failed: rejected content names the layer."""
+    if isinstance(err, ImageRejected) or not isinstance(err, (errors.ContentRejected, errors.DigestMismatch)):
+        return err
+    return ImageRejected(f"{plan.layout}: layer {step.number}/{step.count} {step.blob.digest}: {err}")
+
+
+def _imported(step: LayerStep, imported: bool) -> ImportedLayer:
+    return ImportedLayer(id=step.id, parent=step.parent, diff_digest=step.diff_digest,
                          compressed_digest=step.blob.digest, compressed_size=step.blob.size,
-                         media_type=step.blob.media_type, imported=blob.opened)
+                         media_type=step.blob.media_type, imported=imported)
 
 
 def _release(store: LayerStore, held: list[str], holder, quiet: bool = False) -> None:
@@ -249,19 +321,5 @@ class BlobReader:
             self._file = None
 
 
-def terminal_progress(step: LayerStep):
-    """A progress line on stderr for each layer read (the CLI's, on a terminal)."""
-    import sys
-
-    from eventstore.progress import Progress
-
-    label = f"layer {step.number}/{step.count} {step.blob.digest[7:19]}"
-    if step.present:
-        print(f"{label}: present", file=sys.stderr)
-        return None
-    return Progress(total=step.blob.size, label=label)
-
-
-__all__ = ["ImagePlan", "ImportResult", "ImportedLayer", "LayerStep", "import_oci", "plan_import",
-           "terminal_progress"]
+__all__ = ["ImagePlan", "ImportResult", "ImportedLayer", "LayerStep", "import_oci", "plan_import"]
 

@@ -165,3 +165,46 @@ def test_bad_arguments(tmp_path):
         with pytest.raises(InvalidArgument):
             import_layer(io.BytesIO(b""), **case)
     assert (tmp_path / "exists.ts").read_bytes() == b""
+
+
+# --- files made without fchown/fchmod (eventstore/archive/ownership.py) ----------------
+
+def test_a_setgid_directory_does_not_give_its_group_to_root_files(layer):
+    # open(2) in a setgid directory gives the directory's group: the shortcut that skips
+    # fchown for root:root files must notice, for files and for directories
+    layer.import_bytes(TarBuilder().dir("shared", mode=0o2775, gid=50)
+                       .file("shared/f", b"x", mode=0o644).dir("shared/sub", mode=0o755)
+                       .file("shared/sub/g", b"y", mode=0o644).bytes())
+    for name, mode in [("shared/f", 0o644), ("shared/sub", 0o755), ("shared/sub/g", 0o644)]:
+        st = os.lstat(layer.path(name))
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), name
+
+
+def test_a_directory_made_setgid_later_is_noticed(layer):
+    # the directory's setgid bit is learnt once; an entry that changes it must count
+    layer.import_bytes(TarBuilder().dir("d", mode=0o755).file("d/a", b"x")
+                       .dir("d", mode=0o2755, gid=60).file("d/b", b"y").bytes())
+    assert os.lstat(layer.path("d/b")).st_gid == 0
+    assert os.lstat(layer.path("d")).st_gid == 60
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_modes_are_exact_whatever_the_umask(layer, umask):
+    modes = {"rw-rw-rw-": 0o666, "rwxr-xr-x": 0o755, "r--------": 0o400, "none": 0o000,
+             "rwxrwxrwx": 0o777, "suid": 0o4755}
+    builder = TarBuilder()
+    for name, mode in modes.items():
+        builder.file(name, b"x", mode=mode)
+    old = os.umask(umask)
+    try:
+        layer.import_bytes(builder.bytes())
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE(os.lstat(layer.path(name)).st_mode) for name in modes} == modes
+
+
+def test_files_of_other_owners_get_them(layer):
+    layer.import_bytes(TarBuilder().file("a", b"x", uid=1000, gid=0).file("b", b"x", uid=0, gid=1000)
+                       .file("c", b"x", uid=0, gid=0).bytes())
+    assert [(os.lstat(layer.path(n)).st_uid, os.lstat(layer.path(n)).st_gid) for n in "abc"] == \
+        [(1000, 0), (0, 1000), (0, 0)]

@@ -69,3 +69,16 @@ def test_sparse_map_checks():
                                    ([(0, 10)], 100, 9)]:
         with pytest.raises(h.HeaderError):
             h.check_sparse(segments, real, stored)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_byte_sum_is_the_sum_of_the_bytes(seed):
+    # the checksum's C shortcut must agree with sum() everywhere, across the two
+    # candidates it picks from (sums below and above 65521) and at both extremes
+    import random
+
+    rng = random.Random(seed)
+    blocks = [bytes(512), b"\xff" * 512, b"\xff" * 257 + bytes(255), b"\xff" * 256 + b"\x01" + bytes(255)]
+    blocks += [bytes(rng.choice((0, 255, rng.randrange(256))) for _ in range(512)) for _ in range(2000)]
+    for block in blocks:
+        assert h.byte_sum(block) == sum(block)
