@@ -22,8 +22,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 FAST, READ, WRITE, NONE = "fast", "read", "write", "none"
 
@@ -41,12 +39,16 @@ def default_root() -> str:
 
 # --- the command table ----------------------------------------------------------------------------
 
-@dataclass(frozen=True, eq=False)
 class Arg:
-    """One ``add_argument`` call, kept until the command's parser is built."""
+    """One ``add_argument`` call, kept until the command's parser is built. (Plain
+    classes here, not dataclasses: importing ``dataclasses`` costs every CLI call ~8 ms,
+    docs/benchmarks.md "Start-up".)"""
 
-    flags: tuple[str, ...]
-    options: dict
+    __slots__ = ("flags", "options")
+
+    def __init__(self, flags: tuple[str, ...], options: dict):
+        self.flags = flags
+        self.options = options
 
 
 def arg(*flags: str, **options) -> Arg:
@@ -54,17 +56,22 @@ def arg(*flags: str, **options) -> Arg:
     return Arg(flags, options)
 
 
-@dataclass(frozen=True, eq=False)
 class Command:
-    name: str
-    help: str
-    handler: Callable[..., int]
-    arguments: tuple[Arg, ...] = ()
-    aliases: tuple[str, ...] = ()
-    access: str = WRITE
-    #: checks (and opens) the command's input before the store is opened: nothing is
-    #: logged, not even by recovery, for a command whose arguments are wrong
-    prepare: Callable[..., None] | None = None
+    """One command: its parser's arguments, its handler, what access it needs.
+    ``prepare`` checks (and opens) the command's input before the store is opened:
+    nothing is logged, not even by recovery, for a command whose arguments are wrong."""
+
+    __slots__ = ("name", "help", "handler", "arguments", "aliases", "access", "prepare")
+
+    def __init__(self, name: str, help: str, handler: Callable[..., int], arguments: tuple[Arg, ...] = (),
+                 aliases: tuple[str, ...] = (), access: str = WRITE, prepare: Callable[..., None] | None = None):
+        self.name = name
+        self.help = help
+        self.handler = handler
+        self.arguments = arguments
+        self.aliases = aliases
+        self.access = access
+        self.prepare = prepare
 
 
 COMMANDS: dict[str, Command] = {}  # by name and by every alias
@@ -162,6 +169,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def iso_time(ns: int) -> str:
     """RFC 3339 with every nanosecond digit: a time copied into --since/--until/--at
     lands on the same side of each event as the event it was copied from."""
+    from datetime import datetime, timezone
+
     return f"{datetime.fromtimestamp(ns // 10**9, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}.{ns % 10**9:09d}Z"
 
 
