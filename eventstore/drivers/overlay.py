@@ -40,9 +40,7 @@ import errno
 import os
 import re
 import resource
-import secrets
 import string
-import tempfile
 from pathlib import Path
 
 import msgspec
@@ -185,6 +183,8 @@ class OverlayDriver(Driver):
         return ":".join(chain)
 
     def _make_short_link(self, layer_id: str, layer: Path) -> None:
+        import secrets  # (here, not at the top: secrets costs every open ~6 ms of start-up)
+
         # 36**26 names make a collision all but impossible; a few tries cover it anyway
         for _ in range(8):
             short = "".join(secrets.choice(SHORT_NAME_ALPHABET) for _ in range(SHORT_NAME_LENGTH))
@@ -566,6 +566,8 @@ def _nearest_existing(path: Path) -> Path:
 def _probe_mount(base: Path) -> str | None:
     """None when a real overlay mount works on ``base``'s filesystem, else why not."""
     try:
+        import tempfile
+
         probe = Path(tempfile.mkdtemp(prefix=".layerstore-overlay-probe-", dir=base))
     except OSError as err:
         return f"cannot make a test directory in {base}: {err.strerror}"
