@@ -42,29 +42,36 @@ LAYER_COLUMNS = (
 )
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
-    import sqlite_utils
+#: The read models' tables: name -> (primary key, column types in order). Written as plain
+#: DDL: sqlite-utils would load its plugins (an entry-point scan of every installed
+#: package, and their code on the store's connection) and cost a new store's first open
+#: ~120 ms (docs/benchmarks.md, "Start-up"); tests/test_index.py checks the tables and
+#: indexes against sqlite-utils' own view of them.
+TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "layers": ("id", {
+        "id": "TEXT", "parent": "TEXT", "created": "INTEGER", "compressed_digest": "TEXT", "diff_digest": "TEXT",
+        "incomplete": "INTEGER", "mount_count": "INTEGER", "hold_refs": "INTEGER", "process_holds": "INTEGER",
+        "created_lsn": "INTEGER", "record": "TEXT"}),
+    "names": ("name", {"name": "TEXT", "layer": "TEXT"}),
+    "history": ("lsn", {
+        "lsn": "INTEGER", "time": "INTEGER", "layer": "TEXT", "type": "TEXT", "pid": "INTEGER", "uid": "INTEGER",
+        "program": "TEXT", "details": "TEXT"}),
+    "meta": ("key", {"key": "TEXT", "value": "TEXT"}),
+    # sealed segments (docs/lifecycle.md), from segment-sealed events
+    "segments": ("number", {
+        "number": "INTEGER", "first_lsn": "INTEGER", "last_lsn": "INTEGER", "size": "INTEGER", "crc": "INTEGER",
+        "last_time": "INTEGER"}),
+}
+INDEXES = [("layers", "parent"), ("layers", "compressed_digest"), ("layers", "diff_digest"),
+           ("layers", "created_lsn"), ("names", "layer"), ("history", "layer"), ("history", "time")]
 
-    db = sqlite_utils.Database(conn)
-    db["layers"].create({
-        "id": str, "parent": str, "created": int, "compressed_digest": str, "diff_digest": str,
-        "incomplete": int, "mount_count": int, "hold_refs": int, "process_holds": int,
-        "created_lsn": int, "record": str,
-    }, pk="id", if_not_exists=True)
-    db["names"].create({"name": str, "layer": str}, pk="name", if_not_exists=True)
-    db["history"].create({
-        "lsn": int, "time": int, "layer": str, "type": str, "pid": int, "uid": int,
-        "program": str, "details": str,
-    }, pk="lsn", if_not_exists=True)
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db["segments"].create({  # sealed segments (docs/lifecycle.md), from segment-sealed events
-        "number": int, "first_lsn": int, "last_lsn": int, "size": int, "crc": int, "last_time": int,
-    }, pk="number", if_not_exists=True)
-    for table, columns in [
-        ("layers", ["parent"]), ("layers", ["compressed_digest"]), ("layers", ["diff_digest"]),
-        ("layers", ["created_lsn"]), ("names", ["layer"]), ("history", ["layer"]), ("history", ["time"]),
-    ]:
-        db[table].create_index(columns, if_not_exists=True)
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for table, (pk, columns) in TABLES.items():
+        body = ", ".join(f'"{name}" {kind}{" PRIMARY KEY" if name == pk else ""}' for name, kind in columns.items())
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({body})')
+    for table, column in INDEXES:
+        conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{table}_{column}" ON "{table}" ("{column}")')
     conn.execute("CREATE INDEX IF NOT EXISTS layers_attention ON layers(id) "
                  "WHERE incomplete OR mount_count > 0 OR process_holds > 0")
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
