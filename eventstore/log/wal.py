@@ -483,9 +483,13 @@ class EventLog:
                 start = Position(number, HEADER_SIZE, header.first_lsn)
                 break
         for record in self.records(start):
-            for i, event in enumerate(record.events):
-                if record.lsn + i >= from_lsn:
-                    yield record.lsn + i, event
+            lsn = record.lsn
+            if lsn >= from_lsn:
+                yield from zip(range(lsn, lsn + len(record.events)), record.events)
+            else:
+                for i, event in enumerate(record.events):
+                    if lsn + i >= from_lsn:
+                        yield lsn + i, event
 
     def verify(self, seen_lsn: int = 0) -> VerifyReport:
         """Walk every segment and record, decoding each; raise CorruptLog at the first
