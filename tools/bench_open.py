@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventstore import checkpoint  # noqa: E402
 from eventstore.events import Holder, HoldAdded, HoldReleased, LayerCompleted, LayerCreated, stamp  # noqa: E402
-from eventstore.index import Index  # noqa: E402
 from eventstore.log import EventLog  # noqa: E402
 from eventstore.opener import open_store  # noqa: E402
 
@@ -82,7 +81,12 @@ def build(root: Path, layers: int, events: int) -> float:
 
 
 def drop_index(root: Path) -> None:
-    Index.remove(root / "index.db")
+    """Lose index.db (and its WAL files), as a disaster would."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(root / f"index.db{suffix}")
+        except FileNotFoundError:
+            pass
 
 
 def drop_checkpoints(root: Path) -> None:
