@@ -141,6 +141,18 @@ def find_command(argv: list[str]) -> str | None:
     return None
 
 
+def jobs_argument(text: str) -> int:
+    """A count of parallel jobs: a whole number of at least 1 (refused by the parser,
+    before any store is opened)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def size_argument(text: str) -> int:
     from eventstore.sizes import size_argument
 
@@ -863,19 +875,34 @@ def cmd_failpoints(args) -> int:
     return 0
 
 
+def prepare_import_oci(args) -> None:
+    """The reference, platform and name checked, and the layout found, before the store
+    is opened (or made: a mistyped path must not leave a new empty store behind)."""
+    from eventstore.names import check_name
+    from eventstore.oci import parse_platform, parse_reference
+    from eventstore.oci.layout import ImageNotFound
+
+    path, tag = parse_reference(args.reference)
+    if not path.is_dir():
+        raise ImageNotFound(f"{path}: no such directory")
+    if args.name is not None:
+        check_name(args.name)
+    args.image = (path, tag, parse_platform(args.platform) if args.platform else None)
+
+
 @command("import-oci", "import an image's layers from an OCI layout; prints the top layer id",
          arg("reference", metavar="DIR[:TAG]", help="the OCI layout directory, and a tag in it"),
          arg("--name", help="a name for the top layer"),
          arg("--platform", metavar="OS/ARCH", help="the image to pick from an image index (default linux/amd64)"),
-         arg("--jobs", type=int, metavar="N", help="layers filled at once (overlay; default: one per CPU, at most 4)"))
+         arg("--jobs", type=jobs_argument, metavar="N", help="layers filled at once (overlay; default: one per CPU, at most 4)"),
+         prepare=lambda args: prepare_import_oci(args))
 def cmd_import_oci(store, args) -> int:
     import msgspec
 
-    from eventstore.oci import import_oci, parse_platform, parse_reference
+    from eventstore.oci import import_oci
     from eventstore.oci.progress import ImageProgress
 
-    path, tag = parse_reference(args.reference)
-    platform = parse_platform(args.platform) if args.platform else None
+    path, tag, platform = args.image
     result = import_oci(store, path, tag, name=args.name, platform=platform, jobs=args.jobs,
                         progress=ImageProgress() if sys.stderr.isatty() else None)
     emit(args, kebab(dict(msgspec.to_builtins(result), id=result.top)), result.top)

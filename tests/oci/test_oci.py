@@ -551,6 +551,17 @@ def test_cli_errors(tmp_path, layout, image):
     assert "unknown media type" in fails(root, 3, "import-oci", f"{layout.path}:v1")
 
 
+def test_cli_refuses_a_bad_import_before_making_a_store(tmp_path, layout):
+    """A mistyped layout path, a bad --jobs or --name: one line, and no new empty store
+    left behind at the root."""
+    root = tmp_path / "new"
+    assert "no such directory" in fails(root, 1, "import-oci", f"{tmp_path / 'missing'}:v1")
+    assert "--jobs" in fails(root, 2, "import-oci", f"{layout.path}:v1", "--jobs", "0")
+    assert "--jobs" in fails(root, 2, "import-oci", f"{layout.path}:v1", "--jobs", "two")
+    fails(root, 2, "import-oci", f"{layout.path}:v1", "--name", "bad\u0085name")
+    assert not root.exists()
+
+
 def test_cli_export(tmp_path, layout, image):
     root = tmp_path / "cli"
     top = ok(root, "import-oci", f"{layout.path}:v1").strip()
