@@ -562,7 +562,7 @@ class LayerStore(LayerOperations):
                     return self._create_existing(w, existing, parent_id, hold or self.owner)
             else:
                 layer_id = self._new_id()
-            self._check_mapping(owners, parent_rec)
+            self.check_parent_mapping(owners, parent_rec)
             w.append(ev.LayerCreated(layer=layer_id, parent=parent_id, names=names, writable=writable,
                                      driver=self.driver_name, owner=self.process, mount_label=mount_label,
                                      snapshot=snapshot, uid_map=owners.uid_map, gid_map=owners.gid_map))
@@ -592,7 +592,7 @@ class LayerStore(LayerOperations):
             if self.index.layer(layer_id) is None:
                 return layer_id
 
-    def _check_mapping(self, owners, parent_rec: LayerRecord | None) -> None:
+    def check_parent_mapping(self, owners, parent_rec: LayerRecord | None) -> None:
         """A stacking driver shows a parent's files as they are on disk: its child must
         map ids as the parent does (a copying driver re-owns its copy instead)."""
         if parent_rec is None or not self.driver.stacks_layers:
@@ -659,9 +659,17 @@ class LayerStore(LayerOperations):
     def undo_create(self, layer_id: str, exc: BaseException) -> None:
         """Remove a half-made layer of this handle's (its intent appended, never
         completed); ``exc`` says why (rejected content is recorded as such). If that
-        fails too, recovery finishes it once this process has exited."""
+        fails too, recovery finishes it once this process has exited.
+
+        Nothing is removed unless the log still has the layer incomplete and ours: a
+        completion that became durable before an error (a checkpoint after the append
+        that failed, an interrupt) stands, and its data with it (DESIGN §4)."""
         try:
-            self.remove_data(layer_id)
+            with self.writing() as w:
+                rec = w.layer(layer_id)
+                if rec is None or not rec.incomplete or rec.deleting or rec.owner != self.process:
+                    return
+            self.remove_data(layer_id)  # (only this process completes or deletes it: ours alone)
             with self.writing() as w:
                 if isinstance(exc, (errors.ContentRejected, errors.DigestMismatch)):
                     w.append(ev.ContentRejected(layer=layer_id, reason=str(exc)))

@@ -30,9 +30,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+from eventstore import errors, faults
 from eventstore import events as ev
-from eventstore import faults
 from eventstore.events import Holder
+from eventstore.idmap import Owners
+from eventstore.names import check_id, check_names
+from eventstore.state import require_usable
 
 if TYPE_CHECKING:
     from eventstore.store import LayerStore
@@ -95,11 +98,14 @@ def create_chain(store: LayerStore, layers: list[NewLayer], *, workers: int, hol
     None), filling up to ``workers`` at a time; their ids. Each is held by ``hold`` from
     its completion on and its id appended to ``held``. Raises ``ChainFailed``."""
     jobs = [_Job(i, layer) for i, layer in enumerate(layers)]
+    _check_chain(store, layers)
     with store.writing() as w:  # the rules refuse the whole chain, or none of it
+        if layers[0].parent is not None:  # what store.create checks of a parent
+            store.check_parent_mapping(Owners(), require_usable(_existing(w, layers[0].parent)))
         w.append(*[ev.LayerCreated(layer=j.layer.id, parent=j.layer.parent, names=j.layer.names,
                                    driver=store.driver_name, owner=store.process) for j in jobs])
-    faults.point("store.create.after-intent")
     try:
+        faults.point("store.create.after-intent")
         _create_directories(store, jobs)
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="layer-fill") as pool:
             try:
@@ -111,6 +117,7 @@ def create_chain(store: LayerStore, layers: list[NewLayer], *, workers: int, hol
                 _stop_above(jobs, -1)  # before the pool waits for its threads
                 raise
     except BaseException as exc:  # the coordinator itself failed (an interrupt): undo the rest
+        _claim_completed(store, jobs, held)  # a completion may be durable though its append raised
         _undo(store, [j for j in jobs if j.layer.id not in held], exc)
         raise
     failed = _first_failure(jobs)
@@ -118,6 +125,35 @@ def create_chain(store: LayerStore, layers: list[NewLayer], *, workers: int, hol
         _undo(store, jobs[failed.index:], Stopped("stopped: a layer below failed"))
         raise ChainFailed(failed.index, failed.error) from failed.error
     return [j.layer.id for j in jobs]
+
+
+def _check_chain(store: LayerStore, layers: list[NewLayer]) -> None:
+    """Ids and names as ``store.create`` takes them, each layer the parent of the next."""
+    for n, layer in enumerate(layers):
+        check_id(layer.id)
+        check_names(layer.names)
+        if n and layer.parent != layers[n - 1].id:
+            raise errors.InvalidArgument(f"layer {n + 1} of the chain: its parent is {layer.parent}, "
+                                         f"not the layer before it ({layers[n - 1].id})")
+
+
+def _existing(w, layer_id: str):
+    rec = w.layer(layer_id)
+    if rec is None:
+        raise errors.LayerNotFound(f"layer {layer_id}: not found")
+    return rec
+
+
+def _claim_completed(store: LayerStore, jobs: list[_Job], held: list[str]) -> None:
+    """Count as held the layers whose completion (and hold) the log has: an error after
+    their record became durable (a checkpoint that failed, an interrupt) must neither
+    undo them nor keep their holds from being released."""
+    for job in jobs:
+        if job.layer.id in held:
+            continue
+        rec = store.index.layer(job.layer.id)
+        if rec is not None and not rec.incomplete:
+            held.append(job.layer.id)
 
 
 def _create_directories(store: LayerStore, jobs: list[_Job]) -> None:

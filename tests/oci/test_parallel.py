@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from eventstore import errors
+from eventstore import errors, faults
 from eventstore import events as ev
 from eventstore.oci import ImageRejected, chain_ids, import_oci
 from eventstore.oci.progress import ImageProgress
@@ -185,6 +185,60 @@ def test_a_hostile_entry_fails_its_layer_on_its_thread(overlay, tmp_path):
         assert [r.id for r in store.layers()] == ids_of(hostile)[:2]
         nothing_half_made(store)
     assert not (tmp_path / "escape").exists() and not (overlay / "store" / "overlay" / "escape").exists()
+
+
+# --- what the chain may not do ----------------------------------------------------------------
+
+def test_a_completion_durable_before_an_error_keeps_its_layers(overlay, layout):
+    """An error after a completion record became durable (here the checkpoint that
+    follows it fails) is not a reason to remove the layers the log has complete: their
+    data stays, and the holds of this import go."""
+    with open_store(overlay / "store", "overlay") as store:
+        store.checkpoint_interval = 1  # a checkpoint after every record: the 2nd follows a completion
+        faults.arm("checkpoint.before-write", "enospc@2")
+        try:
+            with pytest.raises(OSError):
+                import_oci(store, layout.path, "v1", jobs=4)
+        finally:
+            faults.disarm()
+    with open_store(overlay / "store", "overlay") as store:
+        complete = [r for r in store.layers() if not r.incomplete]
+        assert complete, "the first completion record is durable: its layers are complete"
+        assert check(store, content=True) == []
+        for rec in complete:
+            assert os.path.isdir(store.driver.diff_path(rec.id))
+            assert rec.hold_refs == 0
+        nothing_half_made(store)
+
+
+def test_a_chain_on_a_parent_with_other_id_mappings_is_refused(overlay, layout):
+    """As one create after the other refuses it: on overlay a child maps ids as its
+    parent does (the image's layers have no mapping; a parent made with one)."""
+    base = ids_of(layout)[0]
+    with open_store(overlay / "store", "overlay") as store:
+        store.create(base, uid_map=[ev.IDMapping(0, 100000, 65536)], gid_map=[ev.IDMapping(0, 100000, 65536)])
+        for jobs in (1, 4):
+            with pytest.raises(errors.InvalidArgument, match="maps ids as its parent does"):
+                import_oci(store, layout.path, "v1", jobs=jobs)
+            assert [r.id for r in store.layers()] == [base]
+
+
+def test_a_chain_is_checked_before_anything_is_recorded(overlay):
+    from eventstore.oci.parallel import NewLayer, create_chain
+
+    with open_store(overlay / "store", "overlay") as store:
+        lsn = store.log.last_lsn
+        bad = [[NewLayer(id="../x", parent=None, content=io.BytesIO())],
+               [NewLayer(id="a" * 64, parent=None, content=io.BytesIO()),
+                NewLayer(id="b" * 64, parent="c" * 64, content=io.BytesIO())],
+               [NewLayer(id="a" * 64, parent=None, content=io.BytesIO(), names=["bad\u0085"])]]
+        for layers in bad:
+            with pytest.raises(errors.InvalidArgument):
+                create_chain(store, layers, workers=2, hold=store.process, held=[])
+        with pytest.raises(errors.LayerNotFound):
+            create_chain(store, [NewLayer(id="a" * 64, parent="d" * 64, content=io.BytesIO())],
+                         workers=2, hold=store.process, held=[])
+        assert store.log.last_lsn == lsn and store.layers() == []
 
 
 # --- progress from several threads -------------------------------------------------------------
