@@ -55,7 +55,7 @@ def log_uuid(log_dir: Path) -> str | None:
     may be the one that is lost)."""
     for _, path in list_segments(log_dir):
         try:
-            return str(read_header(path).store_uuid)
+            return str(read_header(path, quick=True).store_uuid)
         except (FormatError, OSError):
             continue
     return None
@@ -92,7 +92,7 @@ def current(root: str | os.PathLike, marks: Marks) -> bool:
         return False
     log_dir = Path(root) / "log"
     try:
-        headers = read_chain(log_dir)
+        headers = read_chain(log_dir, quick=True)
     except (ChainError, OSError):
         return False
     segment, offset, _ = marks.position

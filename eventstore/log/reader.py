@@ -71,9 +71,18 @@ def segment_path(log_dir: Path, number: int) -> Path:
 
 
 def segment_size(path: Path) -> int:
-    """The size of a segment's bytes (decompressed, for an archive)."""
+    """The size of a segment's bytes (decompressed, for an archive: the size its zstd
+    frame header states, which the frame is checked against whenever it is read)."""
     if path.name.endswith(ARCHIVE_SUFFIX):
-        return len(_decompressed(path))
+        import zstandard
+
+        with open(path, "rb") as f:
+            head = f.read(18)  # the longest zstd frame header
+        try:
+            size = zstandard.frame_content_size(head)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"archived segment cannot be decompressed ({exc})") from None
+        return size if size >= 0 else len(_decompressed(path))
     return os.stat(path).st_size
 
 
@@ -108,11 +117,12 @@ class ChainError(Exception):
         self.path = path
 
 
-def read_chain(log_dir: Path) -> dict[int, SegmentHeader]:
+def read_chain(log_dir: Path, quick: bool = False) -> dict[int, SegmentHeader]:
     """Every segment's header, checked as a chain: numbered 1, 2, … (or from the
     horizon's segment on) without a gap, each header valid and numbered as its file,
     one store, first LSNs starting at 1 (or the horizon's) and increasing. Archived
-    segments count. ChainError names the first segment that breaks it."""
+    segments count (``quick``: their headers read as ``read_header`` says). ChainError
+    names the first segment that breaks it."""
     headers: dict[int, SegmentHeader] = {}
     horizon = read_horizon(log_dir)
     expected, first_lsn = horizon or (1, 1)
@@ -123,7 +133,7 @@ def read_chain(log_dir: Path) -> dict[int, SegmentHeader]:
         if number != expected:
             raise ChainError(path, f"segment {segment_name(expected)} is missing")
         try:
-            header = read_header(path)
+            header = read_header(path, quick)
         except FormatError as exc:
             raise ChainError(path, str(exc)) from None
         if header.number != number:
@@ -162,6 +172,22 @@ def read_from(path: Path, offset: int, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
+def _decompressed_prefix(path: Path, length: int) -> bytes:
+    import zstandard
+
+    try:
+        with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
+            data = b""
+            while len(data) < length:
+                chunk = reader.read(length - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return data
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"archived segment cannot be decompressed ({exc})") from None
+
+
 def _decompressed(path: Path) -> bytes:
     st = os.stat(path)
     return _decompress_cached(str(path), st.st_mtime_ns, st.st_size)
@@ -181,8 +207,14 @@ def _decompress_cached(path: str, _mtime: int, _size: int) -> bytes:
         raise FormatError(f"archived segment cannot be decompressed ({exc})") from None
 
 
-def read_header(path: Path) -> SegmentHeader:
-    """The header of the segment at ``path``; FormatError when it is not a valid one."""
+def read_header(path: Path, quick: bool = False) -> SegmentHeader:
+    """The header of the segment at ``path``; FormatError when it is not a valid one.
+    Of an archived segment, the whole frame is decompressed and checked (its size and
+    checksum) unless ``quick``: then only its first bytes, as every open reads them
+    (the frame is checked whenever records are read from it: replay, history, verify,
+    repair, a rebuild)."""
+    if quick and path.name.endswith(ARCHIVE_SUFFIX):
+        return decode_header(_decompressed_prefix(path, HEADER_SIZE))
     return decode_header(read_from(path, 0, HEADER_SIZE))
 
 

@@ -88,6 +88,15 @@ class VerifyReport(NamedTuple):
     lost: int = 0  # LSNs that records-lost markers stand for
 
 
+def _read(path: Path, offset: int) -> bytes:
+    """A segment's bytes from ``offset``; an archive that does not decompress whole (its
+    size and checksum) is corruption of that segment, like a bad record."""
+    try:
+        return read_from(path, offset)
+    except FormatError as exc:
+        raise corruption(path, 0, str(exc)) from None
+
+
 def decode_record(raw: RawRecord, segment: int) -> LogRecord:
     """The events of a checked record (a records-lost marker decodes to one event)."""
     header = raw.header
@@ -223,7 +232,7 @@ class EventLog:
 
     def _read_headers(self, segments: list[tuple[int, Path]]) -> None:
         try:
-            self._headers = read_chain(self.log_dir)
+            self._headers = read_chain(self.log_dir, quick=True)
         except ChainError as exc:
             raise corruption(exc.path, 0, str(exc)) from None
         self.store_uuid = self._headers[min(self._headers)].store_uuid
@@ -280,7 +289,7 @@ class EventLog:
                 raise corruption(path, 0, f"first LSN {header.first_lsn}, expected {self._tail.lsn}")
             records: list[RawRecord] | None = [] if deliver and self.listener else None
             last = (number + 1) not in self._headers and not (self.log_dir / segment_name(number + 1)).exists()
-            buf = read_from(path, self._tail.offset)
+            buf = _read(path, self._tail.offset)
             end, next_lsn, damage = scan(path, buf, self._tail.offset, header.salt, self._tail.lsn, last, records,
                                          self._seen_lsn)
             if records:
@@ -461,7 +470,7 @@ class EventLog:
             if header is None:
                 return
             limit = until.offset if pos.segment == until.segment else None
-            buf = read_from(path, pos.offset)
+            buf = _read(path, pos.offset)
             if limit is not None:
                 buf = buf[: max(0, limit - pos.offset)]
             raw: list[RawRecord] = []
@@ -505,7 +514,7 @@ class EventLog:
             if header.first_lsn != lsn:
                 raise corruption(path, 0, f"first LSN {header.first_lsn}, expected {lsn}")
             raw: list[RawRecord] = []
-            _, lsn, damage = scan(path, read_from(path, HEADER_SIZE), HEADER_SIZE, header.salt, lsn,
+            _, lsn, damage = scan(path, _read(path, HEADER_SIZE), HEADER_SIZE, header.salt, lsn,
                                   i == len(segments) - 1, raw, seen_lsn)
             for r in raw:
                 try:
