@@ -18,9 +18,13 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash tools/demo.sh
 
 # A private base temp dir: pytest's shared /tmp/pytest-of-$USER rotates (deletes) the
-# directories of other runs going on at the same time.
+# directories of other runs going on at the same time. Removed after a passing run
+# (never across a mount a test left behind); kept, and named, after a failing one.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$(mktemp -d /tmp/layerstore-test.XXXXXX)" $(PYTEST_ARGS)
+	@base=$$(mktemp -d /tmp/layerstore-test.XXXXXX); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$base" $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 0 ]; then rm -rf --one-file-system "$$base"; else echo "test files kept in $$base"; fi; \
+	exit $$status
 
 # The man page and shell completion, generated from the CLI's command table.
 man: $(STAMP)
